@@ -1,0 +1,1 @@
+"""STAC API over thisme-stac stores."""
