@@ -1,0 +1,188 @@
+"""Harvester end to end against the resto 5 simulator on 127.0.0.1, with real SQLite stores."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from thisme_stac.harvest import Harvester, checkpoint_key
+from thisme_stac.resto.client import RestoClient
+from thisme_stac.resto.query import parse_urlq
+from thisme_stac.simulator import GeneratedCatalogue, SimulatorServer
+from thisme_stac.store import open_store
+from thisme_stac.validate import validate_item
+
+SEED = "q=%23Central-Italy&collection=SoilMoisture"
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimulatorServer]:
+    with SimulatorServer(GeneratedCatalogue(), port=0) as server:
+        yield server
+
+
+def _harvest(url: str, store_path: Path, urlq: str = SEED, page_size: int = 500) -> object:
+    store = open_store(str(store_path))
+    try:
+        with RestoClient(url) as client:
+            return Harvester(client, store, page_size=page_size).harvest(parse_urlq(urlq))
+    finally:
+        store.close()
+
+
+def _store_items(path: Path) -> dict[str, bytes]:
+    store = open_store(str(path), create=False)
+    try:
+        return {item["id"]: orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
+                for item in store.iter_items()}
+    finally:
+        store.close()
+
+
+def test_seed_query_harvest_equals_ground_truth(sim: SimulatorServer, tmp_path: Path) -> None:
+    report = _harvest(sim.url, tmp_path / "s.sqlite")
+    truth = set(sim.catalogue.product_ids(site="Central-Italy"))
+    items = _store_items(tmp_path / "s.sqlite")
+    assert len(truth) > 500
+    assert set(items) == truth
+    assert report.fetched == len(truth)  # type: ignore[attr-defined]
+    assert report.new == len(truth)  # type: ignore[attr-defined]
+    assert report.complete  # type: ignore[attr-defined]
+    sample = orjson.loads(next(iter(items.values())))
+    validate_item(sample)
+    assert sample["properties"]["thisme:site"] == "Central-Italy"
+
+
+def test_rerun_fetches_nothing_and_full_refetch_is_unchanged(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "s.sqlite"
+    first = _harvest(sim.url, path)
+    second = _harvest(sim.url, path)
+    assert second.fetched == 0  # type: ignore[attr-defined]
+    store = open_store(str(path))
+    try:
+        with RestoClient(sim.url) as client:
+            full = Harvester(client, store).harvest(parse_urlq(SEED), full=True)
+    finally:
+        store.close()
+    assert full.fetched == first.fetched  # type: ignore[attr-defined]
+    assert full.unchanged == first.fetched  # type: ignore[attr-defined]
+    assert full.new == 0
+
+
+def test_incremental_harvest_fetches_only_new_dates(tmp_path: Path) -> None:
+    catalogue = GeneratedCatalogue(end=datetime(2023, 1, 1, tzinfo=UTC))
+    with SimulatorServer(catalogue, port=0) as server:
+        path = tmp_path / "inc.sqlite"
+        first = _harvest(server.url, path)
+        before = set(catalogue.product_ids(site="Central-Italy"))
+        assert first.fetched == len(before)  # type: ignore[attr-defined]
+        catalogue.publish_until(datetime(2023, 3, 1, tzinfo=UTC))
+        after = set(catalogue.product_ids(site="Central-Italy"))
+        new_ids = after - before
+        assert new_ids
+        second = _harvest(server.url, path)
+        assert second.fetched == len(new_ids)  # type: ignore[attr-defined]
+        assert second.new == len(new_ids)  # type: ignore[attr-defined]
+        assert second.unchanged == 0  # type: ignore[attr-defined]
+        assert second.since is not None  # type: ignore[attr-defined]
+        assert set(_store_items(path)) == after
+
+
+def test_kill_9_then_rerun_converges_to_uninterrupted_store(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    reference = tmp_path / "reference.sqlite"
+    _harvest(sim.url, reference, page_size=40)
+    expected = _store_items(reference)
+    pages = len(expected) // 40 + 1
+
+    target = tmp_path / "killed.sqlite"
+    env = {**os.environ, "THISME_RESTO_URL": sim.url, "THISME_STORE": str(target)}
+    cmd = [sys.executable, "-m", "thisme_stac", "harvest", "--urlq", SEED, "--page-size", "40"]
+    rng = random.Random(20261125)
+    kill_after = rng.randrange(2, pages - 2)
+    start = len(sim.requests)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        served = [r for r in sim.requests[start:] if "/features" in r.path]
+        if len(served) >= kill_after:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, "the harvest finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = _store_items(target)
+    assert 0 < len(partial) < len(expected)
+
+    store = open_store(str(target))
+    try:
+        state = orjson.loads(store.get_checkpoint(checkpoint_key(sim.url, parse_urlq(SEED))) or "{}")
+    finally:
+        store.close()
+    assert state.get("next"), "a killed harvest leaves the next page to fetch"
+
+    rerun = subprocess.run(cmd + ["--json"], env=env, capture_output=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr.decode()
+    report = orjson.loads(rerun.stdout)
+    assert report["resumed"] is True
+    assert report["fetched"] < len(expected)
+    assert _store_items(target) == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--urlq", "%zz&&"], "error:"),
+        (["--urlq", "q=%23Central-Italy&collection=Unknown"], "Unknown"),
+        (["--urlq", SEED, "--since", "yesterday"], "date"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(
+    sim: SimulatorServer, tmp_path: Path, argv: list[str], message: str
+) -> None:
+    target = tmp_path / "bad.sqlite"
+    env = {**os.environ, "THISME_RESTO_URL": sim.url, "THISME_STORE": str(target)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "thisme_stac", "harvest", *argv],
+        env=env, capture_output=True, timeout=60,
+    )
+    err = proc.stderr.decode().strip()
+    assert proc.returncode != 0
+    assert "Traceback" not in err
+    assert err.splitlines()[-1].startswith("error:"), err
+    assert message.lower() in err.lower()
+
+
+def test_unreachable_server_is_a_clean_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "THISME_RESTO_URL": f"http://127.0.0.1:{port}",
+        "THISME_STORE": str(tmp_path / "x.sqlite"),
+        "THISME_RETRIES": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "thisme_stac", "harvest", "--urlq", SEED],
+        env=env, capture_output=True, timeout=60,
+    )
+    err = proc.stderr.decode().strip()
+    assert proc.returncode != 0
+    assert "Traceback" not in err
+    assert str(port) in err.splitlines()[-1]

@@ -1,0 +1,137 @@
+"""Parse STAC search parameters given as text (CLI flags, GET query strings) into a SearchRequest."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from thisme_stac.errors import ConfigError
+from thisme_stac.store.base import SearchRequest, SortField
+
+OPEN_ENDS = ("", "..")
+
+
+def parse_bbox(text: str) -> tuple[float, ...]:
+    """``west,south,east,north`` (or 6 numbers with heights) in EPSG:4326."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) not in (4, 6):
+        raise ConfigError(f"bbox needs 4 or 6 comma-separated numbers, got {text!r}")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"bbox has a value that is not a number: {text!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"bbox values must be finite: {text!r}")
+    half = len(values) // 2
+    west, south, east, north = values[0], values[1], values[half], values[half + 1]
+    if not (-180 <= west <= 180 and -180 <= east <= 180 and -90 <= south <= north <= 90):
+        raise ConfigError(f"bbox is outside EPSG:4326 bounds or has south > north: {text!r}")
+    return values
+
+
+def parse_instant(text: str) -> datetime:
+    """One RFC 3339 date-time (a date alone means its midnight UTC)."""
+    value = text.strip()
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"not an RFC 3339 date-time: {text!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def parse_datetime(text: str) -> tuple[datetime | None, datetime | None]:
+    """A STAC ``datetime``: an instant or a ``start/end`` interval with ``..`` open ends."""
+    if "/" not in text:
+        instant = parse_instant(text)
+        return instant, instant
+    start_text, _, end_text = text.partition("/")
+    if start_text.strip() in OPEN_ENDS and end_text.strip() in OPEN_ENDS:
+        raise ConfigError("datetime interval cannot be open at both ends")
+    start = None if start_text.strip() in OPEN_ENDS else parse_instant(start_text)
+    end = None if end_text.strip() in OPEN_ENDS else parse_instant(end_text)
+    if start and end and start > end:
+        raise ConfigError(f"datetime interval ends before it starts: {text!r}")
+    return start, end
+
+
+def parse_filter(text: str, lang: str | None = None) -> dict[str, Any]:
+    """CQL2 text or JSON into CQL2-JSON, validated by the ``cql2`` package."""
+    import cql2
+
+    stripped = text.strip()
+    if lang is None:
+        lang = "cql2-json" if stripped.startswith("{") else "cql2-text"
+    try:
+        if lang == "cql2-json":
+            expr = cql2.parse_json(stripped)
+        elif lang == "cql2-text":
+            expr = cql2.parse_text(stripped)
+        else:
+            raise ConfigError(f"unknown filter-lang {lang!r} (use cql2-text or cql2-json)")
+        expr.validate()
+        result = expr.to_json()
+    except ConfigError:
+        raise
+    except Exception as err:  # cql2 raises its own ValueError subclasses
+        raise ConfigError(f"invalid {lang} filter: {' '.join(str(err).split())}") from None
+    if not isinstance(result, dict):
+        raise ConfigError("a CQL2 filter must be an expression object")
+    return result
+
+
+def parse_sortby(text: str) -> list[SortField]:
+    """``+datetime,-properties.x`` (GET form)."""
+    fields: list[SortField] = []
+    for raw in text.split(","):
+        term = raw.strip()
+        if not term:
+            continue
+        direction = "desc" if term.startswith("-") else "asc"
+        name = term.lstrip("+-").strip()
+        if not name:
+            raise ConfigError(f"empty sortby field in {text!r}")
+        fields.append(SortField(name, direction))
+    return fields
+
+
+def build_search(
+    *,
+    collections: Sequence[str] | None = None,
+    ids: Sequence[str] | None = None,
+    bbox: str | None = None,
+    intersects: str | None = None,
+    datetime_text: str | None = None,
+    filter_text: str | None = None,
+    filter_lang: str | None = None,
+    q: Sequence[str] | None = None,
+    sortby: str | None = None,
+    limit: int = 10,
+    token: str | None = None,
+) -> SearchRequest:
+    """Build a SearchRequest from textual parameters, raising ConfigError on bad input."""
+    geometry: dict[str, Any] | None = None
+    if intersects:
+        try:
+            geometry = orjson.loads(intersects)
+        except orjson.JSONDecodeError:
+            raise ConfigError("intersects must be a GeoJSON geometry object") from None
+        if not isinstance(geometry, dict) or "type" not in geometry:
+            raise ConfigError("intersects must be a GeoJSON geometry object")
+    if limit < 1:
+        raise ConfigError("limit must be at least 1")
+    return SearchRequest(
+        collections=list(collections) if collections else None,
+        ids=list(ids) if ids else None,
+        bbox=parse_bbox(bbox) if bbox else None,
+        intersects=geometry,
+        datetime=parse_datetime(datetime_text) if datetime_text else None,
+        filter=parse_filter(filter_text, filter_lang) if filter_text else None,
+        q=list(q) if q else None,
+        sortby=parse_sortby(sortby) if sortby else None,
+        limit=limit,
+        token=token,
+    )
