@@ -67,7 +67,8 @@ def harvest(
         str | None, typer.Option(help="resto base URL [env THISME_RESTO_URL].")
     ] = None,
     collection: Annotated[
-        str | None, typer.Option(help="Harvest this whole resto collection [env THISME_COLLECTION].")
+        str | None,
+        typer.Option(help="Harvest this whole resto collection [env THISME_COLLECTION]."),
     ] = None,
     store: Annotated[str | None, typer.Option(help="Store path or URL [env THISME_STORE].")] = None,
     since: Annotated[
@@ -75,7 +76,9 @@ def harvest(
     ] = None,
     full: Annotated[bool, typer.Option(help="Refetch everything, ignoring the last run.")] = False,
     page_size: Annotated[int | None, typer.Option(min=1, max=500, help="resto page size.")] = None,
-    username: Annotated[str | None, typer.Option(help="resto account [env THISME_USERNAME].")] = None,
+    username: Annotated[
+        str | None, typer.Option(help="resto account [env THISME_USERNAME].")
+    ] = None,
     strict: Annotated[bool, typer.Option(help="Fail when a product had to be skipped.")] = False,
     json_report: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON on stdout.")

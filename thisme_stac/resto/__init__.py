@@ -1,0 +1,1 @@
+"""resto client and THISME address-bar queries."""

@@ -1,0 +1,357 @@
+"""RestoClient: the only HTTP for catalogue reads (resto 5 first; resto 2 and 6+ tolerated)."""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+import orjson
+from pydantic import SecretStr
+
+from thisme_stac import __version__
+from thisme_stac.errors import RestoError
+from thisme_stac.resto.query import RestoQuery
+
+log = logging.getLogger("thisme_stac.resto")
+
+Flavour = Literal["auto", "5", "2", "6"]
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+MAX_RETRY_AFTER = 120.0
+TOKEN_MARGIN = 60.0
+SECRET_PARAMS = frozenset({"_bearer", "_tk", "token", "password"})
+
+
+@dataclass(slots=True)
+class RestoPage:
+    """One search page; ``features`` are raw resto features, de-duplicated against earlier pages."""
+
+    features: list[dict[str, Any]]
+    url: str
+    next_url: str | None
+    total_results: int | None
+    duplicates: int
+    raw_count: int
+    flavour: str
+
+
+def redact(url: str) -> str:
+    """A URL fit for logs and messages: no credentials, no token parameters."""
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    query = [(k, "***" if k in SECRET_PARAMS else v) for k, v in parse_qsl(parts.query, True)]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="#%:"), ""))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return min(max(float(value), 0.0), MAX_RETRY_AFTER)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return min(max(when.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER)
+
+
+def token_expiry(token: str) -> float | None:
+    """``exp`` of a resto rJWT (a JWT without its header segment) or a full JWT."""
+    segments = token.split(".")
+    payload = segments[0] if len(segments) == 2 else (segments[1] if len(segments) == 3 else "")
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
+        return None
+    exp = data.get("exp") if isinstance(data, dict) else None
+    return float(exp) if isinstance(exp, int | float) else None
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict):
+        for key in ("ErrorMessage", "description", "detail", "message"):
+            if isinstance(body.get(key), str):
+                return str(body[key])
+    return response.reason_phrase or "error"
+
+
+class RestoClient:
+    """Reads a resto catalogue: search pages, collections, features, auth tokens."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        username: str | None = None,
+        password: SecretStr | None = None,
+        token: SecretStr | None = None,
+        flavour: Flavour = "auto",
+        timeout: float = 60.0,
+        retries: int = 5,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise RestoError(f"resto URL must start with http:// or https://: {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.flavour: str = flavour
+        self.retries = max(1, retries)
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._username = username
+        self._password = password
+        self._token: SecretStr | None = token
+        self._token_exp = token_expiry(token.get_secret_value()) if token else None
+        self._http = httpx.Client(
+            timeout=timeout,
+            follow_redirects=True,
+            transport=transport,
+            headers={"User-Agent": f"thisme-stac/{__version__}", "Accept": "application/json"},
+        )
+
+    def __enter__(self) -> RestoClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RestoClient({self.base_url!r}, flavour={self.flavour!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- authentication ------------------------------------------------------------------------
+    def auth_headers(self) -> dict[str, str]:
+        """A fresh ``Authorization`` header, or nothing for anonymous access."""
+        if self._username and self._password and self._token_needs_refresh():
+            self._login()
+        if self._token is not None:
+            return {"Authorization": f"Bearer {self._token.get_secret_value()}"}
+        return {}
+
+    def _token_needs_refresh(self) -> bool:
+        if self._token is None:
+            return True
+        return self._token_exp is not None and self._token_exp - TOKEN_MARGIN < time.time()
+
+    def _login(self) -> None:
+        assert self._username is not None
+        assert self._password is not None
+        path = "/api/user/connect" if self.flavour == "2" else "/auth"
+        auth = httpx.BasicAuth(self._username, self._password.get_secret_value())
+        body = self._get_json(f"{self.base_url}{path}", auth=auth, authenticate=False)
+        token = body.get("token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise RestoError(f"resto at {self.base_url} returned no token for {self._username}")
+        self._token = SecretStr(token)
+        self._token_exp = token_expiry(token)
+        log.debug("obtained a resto token (expires %s)", self._token_exp)
+
+    # --- HTTP ----------------------------------------------------------------------------------
+    def _sleep(self, attempt: int, response: httpx.Response | None) -> None:
+        delay = random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
+        if response is not None and (after := _retry_after(response)) is not None:
+            delay = max(delay, after)
+        time.sleep(delay)
+
+    def _get_json(
+        self,
+        url: str,
+        *,
+        auth: httpx.Auth | None = None,
+        authenticate: bool = True,
+    ) -> Any:
+        """GET JSON with retries on transient failures; one-line RestoError otherwise."""
+        shown = redact(url)
+        refreshed = False
+        attempt = 0
+        while True:
+            headers = self.auth_headers() if authenticate else {}
+            response: httpx.Response | None = None
+            try:
+                response = self._http.get(url, headers=headers, auth=auth)
+            except httpx.TransportError as err:
+                problem = _transport_problem(err)
+                if attempt + 1 >= self.retries:
+                    raise RestoError(
+                        f"cannot reach resto at {redact(self.base_url)}: {problem}", url=shown
+                    ) from None
+                log.warning("resto %s: %s, retrying", shown, problem)
+            else:
+                status = response.status_code
+                if status == 401 and authenticate and self._username and not refreshed:
+                    self._token = None
+                    refreshed = True
+                    continue
+                if status in RETRY_STATUS:
+                    if attempt + 1 >= self.retries:
+                        raise RestoError(
+                            f"resto answered {status} for {shown}: {_error_message(response)}",
+                            status=status,
+                            url=shown,
+                        )
+                    log.warning("resto answered %s for %s, retrying", status, shown)
+                elif status >= 400:
+                    raise RestoError(
+                        f"resto answered {status} for {shown}: {_error_message(response)}",
+                        status=status,
+                        url=shown,
+                    )
+                else:
+                    try:
+                        return orjson.loads(response.content)
+                    except orjson.JSONDecodeError:
+                        if attempt + 1 >= self.retries:
+                            kind = "truncated JSON" if response.content[:1] in b"{[" else "non-JSON"
+                            raise RestoError(
+                                f"resto sent a {kind} body for {shown}", status=status, url=shown
+                            ) from None
+                        log.warning("resto sent an unreadable body for %s, retrying", shown)
+            self._sleep(attempt, response)
+            attempt += 1
+
+    # --- catalogue -----------------------------------------------------------------------------
+    def hello(self) -> Any:
+        return self._get_json(f"{self.base_url}/")
+
+    def collections(self) -> Any:
+        return self._get_json(f"{self.base_url}/collections")
+
+    def describe_collection(self, name: str) -> dict[str, Any]:
+        """resto's description of one collection; unknown → RestoError(status=404)."""
+        try:
+            body = self._get_json(f"{self.base_url}/collections/{name}")
+        except RestoError as err:
+            if err.status == 404:
+                raise RestoError(
+                    f"unknown collection {name!r} at {redact(self.base_url)}",
+                    status=404,
+                    url=err.url,
+                ) from None
+            raise
+        if not isinstance(body, dict):
+            raise RestoError(f"unexpected description of collection {name!r}")
+        return body
+
+    def get_feature(self, feature_id: str) -> dict[str, Any]:
+        body = self._get_json(f"{self.base_url}/features/{feature_id}")
+        if not isinstance(body, dict):
+            raise RestoError(f"unexpected feature body for {feature_id!r}")
+        return body
+
+    def _first_url(self, query: RestoQuery, limit: int, extra: Mapping[str, str]) -> str:
+        if self.flavour == "2" and query.collection:
+            qs = query.query_string({**extra, "maxRecords": str(limit)})
+            return f"{self.base_url}/api/collections/{query.collection}/search.json?{qs}"
+        if self.flavour == "6" and query.collection:
+            qs = query.query_string({**extra, "limit": str(limit)})
+            return f"{self.base_url}/collections/{query.collection}/items?{qs}"
+        return query.search_url(self.base_url, limit=limit, extra=extra)
+
+    def search_pages(
+        self,
+        query: RestoQuery,
+        *,
+        limit: int = 500,
+        start_url: str | None = None,
+        extra_params: Mapping[str, str] | None = None,
+    ) -> Iterator[RestoPage]:
+        """Follow ``next`` links from the first page (or ``start_url``) to the end.
+
+        Stops on an empty page, a short page or a page without ``next``; never trusts
+        ``totalResults``; de-duplicates features by id and productIdentifier.
+        """
+        if not 1 <= limit <= 500:
+            raise RestoError(f"page size must be within 1..500, got {limit}")
+        url = start_url or self._first_url(query, limit, extra_params or {})
+        seen: set[str] = set()
+        visited: set[str] = set()
+        while url:
+            if url in visited:
+                raise RestoError(f"resto paging loops on {redact(url)}")
+            visited.add(url)
+            try:
+                body = self._get_json(url)
+            except RestoError as err:
+                first = len(visited) == 1 and start_url is None
+                if err.status != 404 or self.flavour != "auto" or not query.collection or not first:
+                    raise
+                self.flavour = "2"  # resto 2 serves searches under /api/collections/{c}
+                url = self._first_url(query, limit, extra_params or {})
+                visited.add(url)
+                try:
+                    body = self._get_json(url)
+                except RestoError:
+                    self.flavour = "auto"
+                    raise err from None
+                log.info("no resto 5 search route; using the resto 2 route")
+            page = self._page(body, url, seen)
+            yield page
+            if page.raw_count == 0 or page.raw_count < limit or not page.next_url:
+                return
+            url = page.next_url
+
+    def _page(self, body: Any, url: str, seen: set[str]) -> RestoPage:
+        if not isinstance(body, dict) or not isinstance(body.get("features"), list):
+            raise RestoError(f"resto sent no FeatureCollection for {redact(url)}")
+        raw = [f for f in body["features"] if isinstance(f, dict)]
+        props = body.get("properties") if isinstance(body.get("properties"), dict) else {}
+        assert isinstance(props, dict)
+        if "stac_version" in body or "numberMatched" in body or "context" in body:
+            flavour, links = "6", body.get("links")
+            total = body.get("numberMatched") or (body.get("context") or {}).get("matched")
+        else:
+            flavour = "2" if "itemsPerPage" in props else "5"
+            links, total = props.get("links"), props.get("totalResults")
+        next_url = None
+        for link in links if isinstance(links, list) else []:
+            if isinstance(link, dict) and link.get("rel") == "next" and link.get("href"):
+                next_url = str(link["href"])
+        features: list[dict[str, Any]] = []
+        duplicates = 0
+        for feature in raw:
+            fprops = feature.get("properties")
+            keys = {str(feature.get("id") or "")}
+            if isinstance(fprops, dict) and fprops.get("productIdentifier"):
+                keys.add("pid:" + str(fprops["productIdentifier"]))
+            keys.discard("")
+            if keys & seen:
+                duplicates += 1
+                continue
+            seen.update(keys)
+            features.append(feature)
+        return RestoPage(
+            features=features,
+            url=url,
+            next_url=next_url,
+            total_results=total if isinstance(total, int) else None,
+            duplicates=duplicates,
+            raw_count=len(raw),
+            flavour=flavour,
+        )
+
+
+def _transport_problem(err: httpx.TransportError) -> str:
+    if isinstance(err, httpx.ConnectError):
+        return "connection refused" if "refused" in str(err).lower() else "cannot connect"
+    if isinstance(err, httpx.TimeoutException):
+        return "timed out"
+    return type(err).__name__

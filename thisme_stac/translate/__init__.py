@@ -1,0 +1,1 @@
+"""Pure resto -> STAC translation."""

@@ -1,0 +1,345 @@
+"""resto feature (resto 5, 2 or 6+) -> STAC 1.1 Item. Pure: no I/O, no clock."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import pystac
+
+from thisme_stac.errors import TranslationError
+from thisme_stac.translate import constants as c
+
+HASHTAG_RE = re.compile(r"#([A-Za-z0-9][\w\-]*)")
+REL_ORBIT_RE = re.compile(r"_R(\d{1,3})(?:_|$)")
+GEOMETRY_TYPES = frozenset(
+    {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon"}
+)
+_EXTENSIONS = list(c.ITEM_EXTENSIONS)
+
+
+def _label(feature: Mapping[str, Any], props: Mapping[str, Any]) -> str:
+    return str(props.get("productIdentifier") or feature.get("id") or "<feature without id>")
+
+
+def format_datetime(value: datetime) -> str:
+    """RFC 3339 in UTC with ``Z``; microseconds only when not zero."""
+    value = value.astimezone(UTC)
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.microsecond:
+        text += f".{value.microsecond:06d}"
+    return text + "Z"
+
+
+def _datetime(value: Any, name: str, label: str, *, required: bool) -> datetime | None:
+    if value is None or value == "":
+        if required:
+            raise TranslationError(f"{label}: missing {name}")
+        return None
+    if not isinstance(value, str):
+        raise TranslationError(f"{label}: {name} is not a date-time string")
+    try:
+        parsed = datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        raise TranslationError(f"{label}: invalid {name} {value[:40]!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _walk_positions(coords: Any, depth: int, bounds: list[float], label: str) -> None:
+    if depth == 0:
+        if not isinstance(coords, list | tuple) or len(coords) < 2:
+            raise TranslationError(f"{label}: invalid position in geometry")
+        lon, lat = coords[0], coords[1]
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (lon, lat)):
+            raise TranslationError(f"{label}: non-numeric coordinate in geometry")
+        if not (math.isfinite(lon) and math.isfinite(lat)) or abs(lon) > 180 or abs(lat) > 90:
+            raise TranslationError(f"{label}: coordinate outside EPSG:4326 bounds")
+        bounds[0] = min(bounds[0], lon)
+        bounds[1] = min(bounds[1], lat)
+        bounds[2] = max(bounds[2], lon)
+        bounds[3] = max(bounds[3], lat)
+        return
+    if not isinstance(coords, list | tuple) or not coords:
+        raise TranslationError(f"{label}: empty or malformed geometry coordinates")
+    for child in coords:
+        _walk_positions(child, depth - 1, bounds, label)
+
+
+_DEPTH = {"Point": 0, "MultiPoint": 1, "LineString": 1, "MultiLineString": 2, "Polygon": 2}
+
+
+def _geometry(geometry: Any, label: str) -> tuple[dict[str, Any], list[float]]:
+    """Check a GeoJSON geometry and return it with its bbox; nothing is repaired."""
+    if not isinstance(geometry, Mapping):
+        raise TranslationError(f"{label}: missing geometry")
+    kind = geometry.get("type")
+    if kind not in GEOMETRY_TYPES:
+        raise TranslationError(f"{label}: unsupported geometry type {kind!r}")
+    coords = geometry.get("coordinates")
+    depth = _DEPTH.get(str(kind), 3)
+    bounds = [math.inf, math.inf, -math.inf, -math.inf]
+    _walk_positions(coords, depth, bounds, label)
+    if kind in ("Polygon", "MultiPolygon"):
+        polygons = [coords] if kind == "Polygon" else coords
+        for polygon in polygons:
+            for ring in polygon:
+                if len(ring) < 4 or list(ring[0][:2]) != list(ring[-1][:2]):
+                    raise TranslationError(f"{label}: polygon ring is not closed")
+    return {"type": kind, "coordinates": coords}, bounds
+
+
+def site_of(props: Mapping[str, Any]) -> str | None:
+    """The THISME site: first non-generic hashtag of the description (or of ``hashtags``)."""
+    candidates: list[str] = HASHTAG_RE.findall(str(props.get("description") or ""))
+    tags = props.get("hashtags")
+    if isinstance(tags, list):
+        candidates += [t for t in tags if isinstance(t, str)]
+    keywords = props.get("keywords")
+    if isinstance(keywords, Mapping):  # resto 2: {hash: {name, type}}
+        candidates += [
+            str(k["name"])
+            for k in keywords.values()
+            if isinstance(k, Mapping) and k.get("type") == "hashtag" and k.get("name")
+        ]
+    for tag in candidates:
+        if ":" not in tag and tag.lower() not in c.GENERIC_TAGS and tag != props.get("collection"):
+            return tag
+    return None
+
+
+def _download(feature: Mapping[str, Any], props: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The product link: resto 5 links[rel=download], resto 2 services.download, resto 6 assets."""
+    for link in props.get("links") or feature.get("links") or []:
+        if isinstance(link, Mapping) and link.get("rel") == "download" and link.get("href"):
+            return {"href": str(link["href"]), "type": link.get("type")}
+    services = props.get("services")
+    if isinstance(services, Mapping) and isinstance(services.get("download"), Mapping):
+        dl = services["download"]
+        if dl.get("url"):
+            return {
+                "href": str(dl["url"]),
+                "type": dl.get("mimeType"),
+                "size": dl.get("size"),
+                "checksum": dl.get("checksum"),
+            }
+    assets = feature.get("assets")
+    if isinstance(assets, Mapping):
+        for key in ("download", "data"):
+            asset = assets.get(key)
+            if isinstance(asset, Mapping) and asset.get("href"):
+                return {
+                    "href": str(asset["href"]),
+                    "type": asset.get("type"),
+                    "size": asset.get("file:size"),
+                    "checksum": asset.get("file:checksum"),
+                }
+    return None
+
+
+_MULTIHASH = {"md5": "d510", "sha1": "1114", "sha256": "1220", "sha512": "1340"}
+_HEX_LEN = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128}
+
+
+def multihash(checksum: Any) -> str | None:
+    """``md5:<hex>`` / ``sha256:<hex>`` / an existing multihash -> multihash hex, else None."""
+    if not isinstance(checksum, str) or not checksum:
+        return None
+    algo, sep, digest = checksum.partition(":")
+    if not sep:
+        value = checksum.lower()
+        if re.fullmatch(
+            r"(d510[0-9a-f]{32}|1220[0-9a-f]{64}|1114[0-9a-f]{40}|1340[0-9a-f]{128})", value
+        ):
+            return value
+        algo, digest = {32: "md5", 64: "sha256"}.get(len(value), ""), value
+    algo, digest = algo.lower().replace("-", ""), digest.lower()
+    if algo in _MULTIHASH and re.fullmatch(rf"[0-9a-f]{{{_HEX_LEN[algo]}}}", digest):
+        return _MULTIHASH[algo] + digest
+    return None
+
+
+def _media_type(value: Any, href: str) -> str:
+    text = str(value or "").lower()
+    lowered = href.lower().split("?")[0]
+    if "tiff" in text or lowered.endswith((".tif", ".tiff")):
+        return c.GEOTIFF
+    if "zip" in text or lowered.endswith(".zip"):
+        return c.ZIP
+    return str(value) if value else c.GEOTIFF
+
+
+def _image_type(href: str) -> str:
+    return c.JPEG if href.lower().split("?")[0].endswith((".jpg", ".jpeg")) else c.PNG
+
+
+def _assets(feature: Mapping[str, Any], props: Mapping[str, Any]) -> dict[str, Any]:
+    assets: dict[str, Any] = {}
+    download = _download(feature, props)
+    if download is not None:
+        href = download["href"]
+        media = _media_type(download.get("type"), href)
+        data: dict[str, Any] = {"href": href, "type": media, "title": "Soil moisture map"}
+        if media == c.GEOTIFF:
+            data.update(c.data_asset_fields())
+        else:
+            data["roles"] = ["data"]
+        size = download.get("size")
+        if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+            data["file:size"] = size
+        if (digest := multihash(download.get("checksum"))) is not None:
+            data["file:checksum"] = digest
+        assets["data"] = data
+    thumbnail = props.get("thumbnail")
+    quicklook = props.get("quicklook")
+    if isinstance(thumbnail, str) and thumbnail:
+        assets["thumbnail"] = {
+            "href": thumbnail,
+            "type": _image_type(thumbnail),
+            "title": "Thumbnail",
+            "roles": ["thumbnail"],
+        }
+    if isinstance(quicklook, str) and quicklook:
+        assets["overview"] = {
+            "href": quicklook,
+            "type": _image_type(quicklook),
+            "title": "Quicklook",
+            "roles": ["overview"],
+        }
+        if "thumbnail" not in assets:
+            assets["thumbnail"] = {
+                **assets["overview"],
+                "title": "Thumbnail",
+                "roles": ["thumbnail"],
+            }
+    return assets
+
+
+def _links(feature: Mapping[str, Any], props: Mapping[str, Any]) -> list[dict[str, Any]]:
+    links: list[dict[str, Any]] = []
+    for link in props.get("links") or []:
+        if not isinstance(link, Mapping) or not link.get("href"):
+            continue
+        rel = link.get("rel")
+        if rel == "self":
+            links.append(
+                {"rel": "via", "href": str(link["href"]), "type": c.JSON, "title": "resto metadata"}
+            )
+        elif rel == "license":
+            links.append(
+                {
+                    "rel": "license",
+                    "href": str(link["href"]),
+                    "title": str(link.get("id") or "license"),
+                }
+            )
+    return links
+
+
+def _sar_sat(props: Mapping[str, Any], pid: str, out: dict[str, Any]) -> None:
+    mode = props.get("sensorMode")
+    out["sar:instrument_mode"] = str(mode) if mode else "IW"
+    out["sar:frequency_band"] = "C"
+    out["sar:center_frequency"] = 5.405
+    pol = props.get("polarisation") or props.get("polarization")
+    polarizations = [p for p in re.split(r"[\s,+/]+", str(pol).upper()) if p] if pol else []
+    out["sar:polarizations"] = [p for p in polarizations if p in {"HH", "VV", "HV", "VH"}] or ["VV"]
+    state = c.ORBIT_STATES.get(str(props.get("orbitDirection") or "").lower())
+    if state:
+        out["sat:orbit_state"] = state
+    rel = props.get("relativeOrbitNumber")
+    if not (isinstance(rel, int) and not isinstance(rel, bool)):
+        match = REL_ORBIT_RE.search(pid)
+        rel = int(match.group(1)) if match else None
+    if rel is not None and rel > 0:
+        out["sat:relative_orbit"] = rel
+
+
+def feature_to_item_dict(
+    feature: Mapping[str, Any], *, collection_id: str = c.COLLECTION_ID
+) -> dict[str, Any]:
+    """Translate one resto feature into a STAC Item dict (fast path, no pystac objects)."""
+    if not isinstance(feature, Mapping):
+        raise TranslationError("feature is not a JSON object")
+    props = feature.get("properties")
+    if not isinstance(props, Mapping):
+        props = {}
+    label = _label(feature, props)
+    pid = props.get("productIdentifier") or feature.get("id")
+    if not isinstance(pid, str) or not pid.strip() or len(pid) > 512:
+        raise TranslationError(f"{label}: missing productIdentifier and id")
+    geometry, bbox = _geometry(feature.get("geometry"), label)
+    start = _datetime(
+        props.get("startDate") or props.get("start_datetime") or props.get("datetime"),
+        "startDate",
+        label,
+        required=True,
+    )
+    end = _datetime(
+        props.get("completionDate") or props.get("end_datetime"),
+        "completionDate",
+        label,
+        required=False,
+    )
+    assert start is not None
+    if end is not None and end < start:
+        raise TranslationError(f"{label}: completionDate is before startDate")
+
+    out: dict[str, Any] = {"datetime": format_datetime(start)}
+    if end is not None and end != start:
+        out["start_datetime"] = out["datetime"]
+        out["end_datetime"] = format_datetime(end)
+    for source, target in (("published", "created"), ("updated", "updated")):
+        value = _datetime(props.get(source), source, label, required=False)
+        if value is not None:
+            out[target] = format_datetime(value)
+    title = props.get("title")
+    out["title"] = str(title) if title else pid
+    description = props.get("description")
+    if description:
+        out["description"] = " ".join(str(description).split())
+    platform = str(props.get("platform") or "")
+    if platform:
+        out["platform"] = c.PLATFORMS.get(platform.upper(), platform.lower())
+    out["constellation"] = "sentinel-1"
+    instrument = str(props.get("instrument") or "SAR-C")
+    out["instruments"] = [c.INSTRUMENTS.get(instrument.upper(), instrument.lower())]
+    _sar_sat(props, pid, out)
+    out["processing:level"] = str(props.get("processingLevel") or "L3")
+    out["processing:lineage"] = c.PROCESSING_LINEAGE
+    if props.get("productType"):
+        out["thisme:product_type"] = str(props["productType"])
+    resolution = props.get("resolution")
+    if isinstance(resolution, int | float) and not isinstance(resolution, bool) and resolution > 0:
+        out["gsd"] = float(resolution)
+    site = site_of(props)
+    if site:
+        out["thisme:site"] = site
+    out["keywords"] = ([site] if site else []) + list(c.KEYWORDS)
+    resto_id = feature.get("id")
+    if isinstance(resto_id, str) and resto_id and resto_id != pid:
+        out["thisme:resto_id"] = resto_id
+
+    return {
+        "type": "Feature",
+        "stac_version": c.STAC_VERSION,
+        "stac_extensions": list(_EXTENSIONS),
+        "id": pid,
+        "geometry": geometry,
+        "bbox": bbox,
+        "properties": out,
+        "links": _links(feature, props),
+        "assets": _assets(feature, props),
+        "collection": collection_id,
+    }
+
+
+def feature_to_item(
+    feature: Mapping[str, Any], *, collection_id: str = c.COLLECTION_ID
+) -> pystac.Item:
+    """Translate one resto feature into a ``pystac.Item``."""
+    return pystac.Item.from_dict(
+        feature_to_item_dict(feature, collection_id=collection_id), preserve_dict=False
+    )
