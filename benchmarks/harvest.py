@@ -69,8 +69,17 @@ def run_size(size: str, workdir: Path, page_size: int) -> dict[str, object]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     sim = subprocess.Popen(
-        [sys.executable, "-m", "thisme_stac", "-q", "simulate", "--port", str(port),
-         "--size", size],
+        [
+            sys.executable,
+            "-m",
+            "thisme_stac",
+            "-q",
+            "simulate",
+            "--port",
+            str(port),
+            "--size",
+            size,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

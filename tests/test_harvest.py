@@ -43,8 +43,10 @@ def _harvest(url: str, store_path: Path, urlq: str = SEED, page_size: int = 500)
 def _store_items(path: Path) -> dict[str, bytes]:
     store = open_store(str(path), create=False)
     try:
-        return {item["id"]: orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
-                for item in store.iter_items()}
+        return {
+            item["id"]: orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
+            for item in store.iter_items()
+        }
     finally:
         store.close()
 
@@ -129,7 +131,9 @@ def test_kill_9_then_rerun_converges_to_uninterrupted_store(
 
     store = open_store(str(target))
     try:
-        state = orjson.loads(store.get_checkpoint(checkpoint_key(sim.url, parse_urlq(SEED))) or "{}")
+        state = orjson.loads(
+            store.get_checkpoint(checkpoint_key(sim.url, parse_urlq(SEED))) or "{}"
+        )
     finally:
         store.close()
     assert state.get("next"), "a killed harvest leaves the next page to fetch"
@@ -157,7 +161,9 @@ def test_bad_input_is_one_line_and_nonzero(
     env = {**os.environ, "THISME_RESTO_URL": sim.url, "THISME_STORE": str(target)}
     proc = subprocess.run(
         [sys.executable, "-m", "thisme_stac", "harvest", *argv],
-        env=env, capture_output=True, timeout=60,
+        env=env,
+        capture_output=True,
+        timeout=60,
     )
     err = proc.stderr.decode().strip()
     assert proc.returncode != 0
@@ -180,7 +186,9 @@ def test_unreachable_server_is_a_clean_error(tmp_path: Path) -> None:
     }
     proc = subprocess.run(
         [sys.executable, "-m", "thisme_stac", "harvest", "--urlq", SEED],
-        env=env, capture_output=True, timeout=60,
+        env=env,
+        capture_output=True,
+        timeout=60,
     )
     err = proc.stderr.decode().strip()
     assert proc.returncode != 0

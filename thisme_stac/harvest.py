@@ -1,4 +1,4 @@
-"""Harvester: resto pages -> STAC items -> store, one transaction per page, resumable and incremental.
+"""Harvester: resto pages -> STAC items -> store; a transaction per page, resumable, incremental.
 
 State lives in the store as one checkpoint per (resto URL, query), written in the same transaction
 as each page, so a harvest killed at any moment resumes at the first page not yet committed:

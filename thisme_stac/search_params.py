@@ -1,4 +1,4 @@
-"""Parse STAC search parameters given as text (CLI flags, GET query strings) into a SearchRequest."""
+"""Parse STAC search parameters given as text (CLI flags, query strings) into a SearchRequest."""
 
 from __future__ import annotations
 

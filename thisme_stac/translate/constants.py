@@ -122,12 +122,13 @@ PROVIDERS: Final = (
 
 COLLECTION_TITLE: Final = "THISME very-high-resolution soil moisture (S2MP)"
 COLLECTION_DESCRIPTION: Final = (
-    "Soil-moisture maps at plot (sub-parcel) scale from the THISME catalogue (THeia and Irstea Soil "
-    "MoisturE). One map every 6 days for each site and Sentinel-1 orbit, over 22 sites in France, "
-    "Europe and around the Mediterranean. Soil moisture is inverted from Sentinel-1 C-band radar "
-    "backscatter by a neural network, with vegetation described by Sentinel-2 NDVI (S2MP method); "
-    "precision is about 6 vol.%. Maps are GeoTIFF rasters in EPSG:4326 whose values are soil moisture "
-    "x 5: the `scale` of 0.2 declared in `raster:bands` gives volumetric soil moisture in %."
+    "Soil-moisture maps at plot (sub-parcel) scale from the THISME catalogue (THeia and "
+    "Irstea Soil MoisturE). One map every 6 days for each site and Sentinel-1 orbit, over 22 "
+    "sites in France, Europe and around the Mediterranean. Soil moisture is inverted from "
+    "Sentinel-1 C-band radar backscatter by a neural network, with vegetation described by "
+    "Sentinel-2 NDVI (S2MP method); precision is about 6 vol.%. Maps are GeoTIFF rasters in "
+    "EPSG:4326 whose values are soil moisture x 5: the `scale` of 0.2 declared in "
+    "`raster:bands` gives volumetric soil moisture in %."
 )
 PRODUCT_PAGE: Final = "https://thisme.cines.teledetection.fr/home"
 THEIA_PAGE: Final = "https://www.theia-land.fr/en/product/soil-moisture-at-very-high-resolution/"

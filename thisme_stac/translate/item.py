@@ -78,12 +78,12 @@ def _geometry(geometry: Any, label: str) -> tuple[dict[str, Any], list[float]]:
     kind = geometry.get("type")
     if kind not in GEOMETRY_TYPES:
         raise TranslationError(f"{label}: unsupported geometry type {kind!r}")
-    coords = geometry.get("coordinates")
+    coords: Any = geometry.get("coordinates")
     depth = _DEPTH.get(str(kind), 3)
     bounds = [math.inf, math.inf, -math.inf, -math.inf]
     _walk_positions(coords, depth, bounds, label)
     if kind in ("Polygon", "MultiPolygon"):
-        polygons = [coords] if kind == "Polygon" else coords
+        polygons: list[Any] = [coords] if kind == "Polygon" else list(coords)
         for polygon in polygons:
             for ring in polygon:
                 if len(ring) < 4 or list(ring[0][:2]) != list(ring[-1][:2]):

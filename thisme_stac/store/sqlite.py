@@ -1,0 +1,662 @@
+"""Embedded SQLite store: one file, WAL, items as JSON + indexed columns + R*Tree on bbox."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import sqlite3
+import threading
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+import shapely
+from shapely.geometry import shape
+from shapely.prepared import PreparedGeometry, prep
+
+from thisme_stac.errors import StoreError
+from thisme_stac.store.base import JSON, SearchPage, SearchRequest, SortField, UpsertResult
+from thisme_stac.store.cql2sql import (
+    EPOCH,
+    InvalidQuery,
+    compile_filter,
+    micros,
+    property_sql,
+    to_micros,
+)
+
+__all__ = ["InvalidQuery", "SQLiteStore"]
+
+SCHEMA_VERSION = 1
+SUMMARY_FIELDS = ("thisme:site", "platform", "sat:orbit_state", "sat:relative_orbit")
+DEFAULT_SORT = (SortField("datetime", "desc"), SortField("id", "desc"))
+CHUNK = 500
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS collections (
+    id TEXT PRIMARY KEY,
+    content TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS collection_extents (
+    collection TEXT PRIMARY KEY,
+    minx REAL, miny REAL, maxx REAL, maxy REAL,
+    tmin INTEGER, tmax INTEGER
+);
+CREATE TABLE IF NOT EXISTS collection_summaries (
+    collection TEXT NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (collection, field, value)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS items (
+    rid INTEGER PRIMARY KEY,
+    collection TEXT NOT NULL,
+    id TEXT NOT NULL,
+    datetime INTEGER NOT NULL,
+    end_datetime INTEGER NOT NULL,
+    site TEXT,
+    orbit_state TEXT,
+    relative_orbit INTEGER,
+    platform TEXT,
+    text TEXT NOT NULL,
+    geometry BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    content TEXT NOT NULL,
+    UNIQUE (collection, id)
+);
+CREATE INDEX IF NOT EXISTS items_datetime ON items (datetime, id);
+CREATE INDEX IF NOT EXISTS items_coll_datetime ON items (collection, datetime, id);
+CREATE INDEX IF NOT EXISTS items_site ON items (site, orbit_state, datetime, id);
+CREATE INDEX IF NOT EXISTS items_id ON items (id);
+CREATE VIRTUAL TABLE IF NOT EXISTS items_rtree USING rtree (id, minx, maxx, miny, maxy);
+CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@lru_cache(maxsize=64)
+def _prepared(wkb: bytes) -> PreparedGeometry:
+    return prep(shapely.from_wkb(wkb))
+
+
+@lru_cache(maxsize=64)
+def _geometry(wkb: bytes) -> Any:
+    return shapely.from_wkb(wkb)
+
+
+def _spatial(predicate: str, item_wkb: bytes, query_wkb: bytes) -> int:
+    """SQLite function: shapely predicate between an item geometry and a query geometry."""
+    item = shapely.from_wkb(item_wkb)
+    if predicate in (
+        "intersects",
+        "contains",
+        "within",
+        "disjoint",
+        "touches",
+        "crosses",
+        "overlaps",
+    ):
+        prepared = _prepared(query_wkb)
+        # predicates are asked as "item <op> query"; prepared geometry is the query side
+        mirror = {"contains": "within", "within": "contains"}.get(predicate, predicate)
+        return int(bool(getattr(prepared, mirror)(item)))
+    return int(bool(getattr(item, predicate)(_geometry(query_wkb))))
+
+
+def _unaccent(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    return "".join(
+        ch for ch in unicodedata.normalize("NFKD", value) if not unicodedata.combining(ch)
+    )
+
+
+def _encode_token(fingerprint: str, values: Sequence[Any]) -> str:
+    raw = orjson.dumps([fingerprint, list(values)])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(token: str, fingerprint: str, size: int) -> list[Any]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        stamp, values = orjson.loads(raw)
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        raise InvalidQuery("invalid pagination token") from None
+    if stamp != fingerprint or not isinstance(values, list) or len(values) != size:
+        raise InvalidQuery("pagination token belongs to another search")
+    return values
+
+
+def _interval(item: JSON) -> tuple[int, int]:
+    props = item.get("properties") or {}
+    start = props.get("start_datetime") or props.get("datetime")
+    end = props.get("end_datetime") or props.get("datetime") or start
+    if not isinstance(start, str) or not isinstance(end, str):
+        raise InvalidQuery(f"item {item.get('id')!r} has no datetime")
+    return to_micros(start), to_micros(end)
+
+
+class SQLiteStore:
+    """The embedded ``Store``: safe for one writer and many reader threads."""
+
+    def __init__(self, path: str | Path, *, create: bool = True, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.url = str(self.path)
+        self.readonly = readonly
+        if not self.path.exists() and (readonly or not create):
+            raise StoreError(f"no store at {self.path}")
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a directory, not a store file")
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        conn = self._conn()
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} was written by a newer thisme-stac (schema {version})"
+                )
+            if version < SCHEMA_VERSION and not readonly:
+                with self._write_lock:
+                    conn.executescript(SCHEMA)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as err:
+            self.close()
+            raise StoreError(f"{self.path} is not a thisme-stac SQLite store ({err})") from None
+
+    # --- connections -------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        try:
+            if self.readonly:
+                conn = sqlite3.connect(
+                    f"file:{self.path}?mode=ro",
+                    uri=True,
+                    check_same_thread=False,
+                    isolation_level=None,
+                )
+            else:
+                conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout = 30000")
+            if not self.readonly:
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA case_sensitive_like = ON")
+            conn.execute("PRAGMA cache_size = -65536")
+            conn.execute("PRAGMA mmap_size = 268435456")
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"cannot open store {self.path}: {err}") from None
+        conn.create_function("thisme_spatial", 3, _spatial, deterministic=True)
+        conn.create_function("thisme_unaccent", 1, _unaccent, deterministic=True)
+        self._local.conn = conn
+        with self._connections_lock:
+            self._connections.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for conn in self._connections:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def _write(self) -> _Transaction:
+        if self.readonly:
+            raise StoreError(f"store {self.path} is open read-only")
+        return _Transaction(self._conn(), self._write_lock)
+
+    # --- collections -------------------------------------------------------------------------
+    def upsert_collection(self, collection: JSON) -> None:
+        cid = collection.get("id")
+        if not isinstance(cid, str) or not cid:
+            raise InvalidQuery("a collection needs an id")
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO collections (id, content) VALUES (?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET content = excluded.content",
+                (cid, orjson.dumps(collection).decode()),
+            )
+
+    def get_collection(self, collection_id: str) -> JSON | None:
+        conn = self._conn()
+        row = conn.execute(
+            "SELECT content FROM collections WHERE id = ?", (collection_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        collection: JSON = orjson.loads(row[0])
+        extent = conn.execute(
+            "SELECT minx, miny, maxx, maxy, tmin, tmax FROM collection_extents "
+            "WHERE collection = ?",
+            (collection_id,),
+        ).fetchone()
+        if extent is not None and extent[0] is not None:
+            from thisme_stac.translate.item import format_datetime
+
+            minx, miny, maxx, maxy, tmin, tmax = extent
+            collection["extent"] = {
+                "spatial": {"bbox": [[minx, miny, maxx, maxy]]},
+                "temporal": {
+                    "interval": [
+                        [format_datetime(_from_micros(tmin)), format_datetime(_from_micros(tmax))]
+                    ]
+                },
+            }
+        summaries = collection.setdefault("summaries", {})
+        for field in SUMMARY_FIELDS:
+            values = [
+                orjson.loads(v)
+                for (v,) in conn.execute(
+                    "SELECT value FROM collection_summaries WHERE collection = ? AND field = ?",
+                    (collection_id, field),
+                )
+            ]
+            if values:
+                summaries[field] = sorted(values, key=lambda v: (str(type(v)), v))
+        return collection
+
+    def list_collections(self) -> list[JSON]:
+        ids = [r[0] for r in self._conn().execute("SELECT id FROM collections ORDER BY id")]
+        return [c for c in (self.get_collection(i) for i in ids) if c is not None]
+
+    def delete_collection(self, collection_id: str) -> bool:
+        with self._write() as conn:
+            conn.execute(
+                "DELETE FROM items_rtree WHERE id IN (SELECT rid FROM items WHERE collection = ?)",
+                (collection_id,),
+            )
+            conn.execute("DELETE FROM items WHERE collection = ?", (collection_id,))
+            conn.execute("DELETE FROM collection_extents WHERE collection = ?", (collection_id,))
+            conn.execute("DELETE FROM collection_summaries WHERE collection = ?", (collection_id,))
+            return (
+                conn.execute("DELETE FROM collections WHERE id = ?", (collection_id,)).rowcount > 0
+            )
+
+    # --- items -------------------------------------------------------------------------------
+    def upsert_items(
+        self, items: Iterable[JSON], *, checkpoint: tuple[str, str] | None = None
+    ) -> UpsertResult:
+        rows = [self._row(item) for item in items]
+        result = UpsertResult()
+        with self._write() as conn:
+            for start in range(0, len(rows), CHUNK):
+                self._upsert_chunk(conn, rows[start : start + CHUNK], result)
+            self._merge_extents(conn, rows)
+            if checkpoint is not None:
+                self._set_checkpoint(conn, *checkpoint)
+        return result
+
+    @staticmethod
+    def _row(item: JSON) -> dict[str, Any]:
+        item_id, collection = item.get("id"), item.get("collection")
+        if not isinstance(item_id, str) or not item_id:
+            raise InvalidQuery("an item needs a string id")
+        if not isinstance(collection, str) or not collection:
+            raise InvalidQuery(f"item {item_id!r} has no collection")
+        try:
+            geom = shape(item["geometry"])
+        except Exception:  # shapely raises several types for bad GeoJSON
+            raise InvalidQuery(f"item {item_id!r} has an invalid geometry") from None
+        if geom.is_empty:
+            raise InvalidQuery(f"item {item_id!r} has an empty geometry")
+        start, end = _interval(item)
+        props = item.get("properties") or {}
+        content = orjson.dumps(item).decode()
+        words = [
+            *(props.get("keywords") or []),
+            props.get("title") or "",
+            props.get("description") or "",
+        ]
+        rel = props.get("sat:relative_orbit")
+        return {
+            "collection": collection,
+            "id": item_id,
+            "datetime": start,
+            "end_datetime": end,
+            "site": props.get("thisme:site"),
+            "orbit_state": props.get("sat:orbit_state"),
+            "relative_orbit": rel if isinstance(rel, int) else None,
+            "platform": props.get("platform"),
+            "text": " | ".join(str(w) for w in words).lower(),
+            "geometry": geom.wkb,
+            "bounds": geom.bounds,
+            "hash": hashlib.blake2b(content.encode(), digest_size=16).digest(),
+            "content": content,
+            "props": props,
+        }
+
+    def _upsert_chunk(
+        self, conn: sqlite3.Connection, rows: list[dict[str, Any]], result: UpsertResult
+    ) -> None:
+        existing: dict[tuple[str, str], tuple[int, bytes]] = {}
+        for collection in {r["collection"] for r in rows}:
+            ids = [r["id"] for r in rows if r["collection"] == collection]
+            marks = ",".join("?" * len(ids))
+            for rid, item_id, digest in conn.execute(
+                f"SELECT rid, id, hash FROM items WHERE collection = ? AND id IN ({marks})",
+                (collection, *ids),
+            ):
+                existing[(collection, item_id)] = (rid, digest)
+        columns = (
+            "collection, id, datetime, end_datetime, site, orbit_state, relative_orbit, "
+            "platform, text, geometry, hash, content"
+        )
+        for row in rows:
+            values = (
+                row["collection"],
+                row["id"],
+                row["datetime"],
+                row["end_datetime"],
+                row["site"],
+                row["orbit_state"],
+                row["relative_orbit"],
+                row["platform"],
+                row["text"],
+                row["geometry"],
+                row["hash"],
+                row["content"],
+            )
+            minx, miny, maxx, maxy = row["bounds"]
+            found = existing.get((row["collection"], row["id"]))
+            if found is None:
+                cursor = conn.execute(
+                    f"INSERT INTO items ({columns}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", values
+                )
+                conn.execute(
+                    "INSERT INTO items_rtree VALUES (?,?,?,?,?)",
+                    (cursor.lastrowid, minx, maxx, miny, maxy),
+                )
+                existing[(row["collection"], row["id"])] = (cursor.lastrowid or 0, row["hash"])
+                result.new += 1
+                result.new_ids.append(row["id"])
+            elif found[1] == row["hash"]:
+                result.unchanged += 1
+            else:
+                conn.execute(
+                    "UPDATE items SET datetime=?, end_datetime=?, site=?, orbit_state=?, "
+                    "relative_orbit=?, platform=?, text=?, geometry=?, hash=?, content=? "
+                    "WHERE rid = ?",
+                    (*values[2:], found[0]),
+                )
+                conn.execute(
+                    "UPDATE items_rtree SET minx=?, maxx=?, miny=?, maxy=? WHERE id = ?",
+                    (minx, maxx, miny, maxy, found[0]),
+                )
+                existing[(row["collection"], row["id"])] = (found[0], row["hash"])
+                result.updated += 1
+                result.updated_ids.append(row["id"])
+
+    @staticmethod
+    def _merge_extents(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
+        by_collection: dict[str, list[float]] = {}
+        summaries: set[tuple[str, str, str]] = set()
+        for row in rows:
+            minx, miny, maxx, maxy = row["bounds"]
+            ext = by_collection.get(row["collection"])
+            if ext is None:
+                by_collection[row["collection"]] = [
+                    minx,
+                    miny,
+                    maxx,
+                    maxy,
+                    row["datetime"],
+                    row["end_datetime"],
+                ]
+            else:
+                ext[0], ext[1] = min(ext[0], minx), min(ext[1], miny)
+                ext[2], ext[3] = max(ext[2], maxx), max(ext[3], maxy)
+                ext[4], ext[5] = min(ext[4], row["datetime"]), max(ext[5], row["end_datetime"])
+            for field in SUMMARY_FIELDS:
+                value = row["props"].get(field)
+                if isinstance(value, str | int) and not isinstance(value, bool):
+                    summaries.add((row["collection"], field, orjson.dumps(value).decode()))
+        for collection, ext in by_collection.items():
+            conn.execute(
+                "INSERT INTO collection_extents VALUES (?,?,?,?,?,?,?) "
+                "ON CONFLICT (collection) DO UPDATE SET "
+                "minx = min(minx, excluded.minx), miny = min(miny, excluded.miny), "
+                "maxx = max(maxx, excluded.maxx), maxy = max(maxy, excluded.maxy), "
+                "tmin = min(tmin, excluded.tmin), tmax = max(tmax, excluded.tmax)",
+                (collection, *ext),
+            )
+        conn.executemany(
+            "INSERT OR IGNORE INTO collection_summaries VALUES (?,?,?)", sorted(summaries)
+        )
+
+    def get_item(self, collection_id: str, item_id: str) -> JSON | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT content FROM items WHERE collection = ? AND id = ?",
+                (collection_id, item_id),
+            )
+            .fetchone()
+        )
+        return orjson.loads(row[0]) if row else None
+
+    def delete_item(self, collection_id: str, item_id: str) -> bool:
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT rid FROM items WHERE collection = ? AND id = ?", (collection_id, item_id)
+            ).fetchone()
+            if row is None:
+                return False
+            conn.execute("DELETE FROM items_rtree WHERE id = ?", (row[0],))
+            conn.execute("DELETE FROM items WHERE rid = ?", (row[0],))
+            return True
+
+    def count_items(self, collection_id: str | None = None) -> int:
+        if collection_id is None:
+            return int(self._conn().execute("SELECT count(*) FROM items").fetchone()[0])
+        return int(
+            self._conn()
+            .execute("SELECT count(*) FROM items WHERE collection = ?", (collection_id,))
+            .fetchone()[0]
+        )
+
+    def iter_items(self, collection_id: str | None = None) -> Iterator[JSON]:
+        conn = self._conn()
+        where, params = ("WHERE collection = ?", [collection_id]) if collection_id else ("", [])
+        cursor = conn.execute(
+            f"SELECT content FROM items {where} ORDER BY collection, datetime, id", params
+        )
+        while batch := cursor.fetchmany(1000):
+            for (content,) in batch:
+                yield orjson.loads(content)
+
+    # --- search ------------------------------------------------------------------------------
+    def search(self, request: SearchRequest) -> SearchPage:
+        if request.limit < 1:
+            raise InvalidQuery("limit must be at least 1")
+        where, params = self._where(request)
+        sort = list(request.sortby or DEFAULT_SORT)
+        if not any(s.field.removeprefix("properties.") == "id" for s in sort):
+            sort.append(SortField("id", sort[-1].direction))
+        keys = [property_sql(s.field) for s in sort]
+        conn = self._conn()
+        matched = int(
+            conn.execute(f"SELECT count(*) FROM items i WHERE {where}", params).fetchone()[0]
+        )
+        fingerprint = self._fingerprint(request)
+        page_where, page_params = where, list(params)
+        if request.token:
+            last = _decode_token(request.token, fingerprint, len(keys))
+            clause, extra = _after(keys, [s.direction for s in sort], last)
+            page_where = f"({where}) AND {clause}"
+            page_params += extra
+        order = ", ".join(f"{k} {s.direction.upper()}" for k, s in zip(keys, sort, strict=True))
+        rows = conn.execute(
+            f"SELECT i.content, {', '.join(keys)} FROM items i WHERE {page_where} "
+            f"ORDER BY {order} LIMIT ?",
+            [*page_params, request.limit + 1],
+        ).fetchall()
+        more = len(rows) > request.limit
+        rows = rows[: request.limit]
+        items = [orjson.loads(r[0]) for r in rows]
+        token = _encode_token(fingerprint, list(rows[-1][1:])) if more and rows else None
+        return SearchPage(items=items, next_token=token, number_matched=matched)
+
+    @staticmethod
+    def _fingerprint(request: SearchRequest) -> str:
+        data = {
+            "c": request.collections,
+            "i": request.ids,
+            "b": request.bbox,
+            "g": request.intersects,
+            "f": request.filter,
+            "q": request.q,
+            "d": [str(d) for d in request.datetime] if request.datetime else None,
+            "s": [(s.field, s.direction) for s in request.sortby or ()],
+        }
+        raw = orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+        return hashlib.sha256(raw).hexdigest()[:12]
+
+    def _where(self, request: SearchRequest) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if request.collections:
+            clauses.append(f"i.collection IN ({','.join('?' * len(request.collections))})")
+            params += list(request.collections)
+        if request.ids:
+            clauses.append(f"i.id IN ({','.join('?' * len(request.ids))})")
+            params += list(request.ids)
+        if request.bbox:
+            box = [float(v) for v in request.bbox]
+            if len(box) not in (4, 6):
+                raise InvalidQuery("bbox needs 4 or 6 numbers")
+            half = len(box) // 2
+            west, south, east, north = box[0], box[1], box[half], box[half + 1]
+            if south > north:
+                raise InvalidQuery("bbox south is greater than north")
+            parts = [(west, east)] if west <= east else [(west, 180.0), (-180.0, east)]
+            ors = []
+            for lo, hi in parts:
+                wkb = bytes(shapely.box(lo, south, hi, north).wkb)
+                ors.append(
+                    "(i.rid IN (SELECT id FROM items_rtree WHERE minx <= ? AND maxx >= ? "
+                    "AND miny <= ? AND maxy >= ?) AND thisme_spatial('intersects', i.geometry, ?))"
+                )
+                params += [hi, lo, north, south, wkb]
+            clauses.append("(" + " OR ".join(ors) + ")")
+        if request.intersects:
+            sql, extra = compile_filter(
+                {"op": "s_intersects", "args": [{"property": "geometry"}, request.intersects]}
+            )
+            clauses.append(sql)
+            params += extra
+        if request.datetime:
+            start, end = request.datetime
+            if start is not None:
+                clauses.append("i.end_datetime >= ?")
+                params.append(micros(start))
+            if end is not None:
+                clauses.append("i.datetime <= ?")
+                params.append(micros(end))
+        if request.q:
+            terms = [t.strip().lower() for t in request.q if t and t.strip()]
+            if terms:
+                clauses.append("(" + " OR ".join("instr(i.text, ?) > 0" for _ in terms) + ")")
+                params += terms
+        if request.filter:
+            sql, extra = compile_filter(request.filter)
+            clauses.append(sql)
+            params += extra
+        return (" AND ".join(clauses) or "1"), params
+
+    def queryables(self, collection_id: str | None = None) -> JSON:
+        props: dict[str, Any] = {
+            "id": {"title": "Item id", "type": "string"},
+            "collection": {"title": "Collection", "type": "string"},
+            "datetime": {"title": "Acquisition time", "type": "string", "format": "date-time"},
+            "geometry": {"title": "Footprint", "$ref": "https://geojson.org/schema/Geometry.json"},
+            "thisme:site": {"title": "THISME site", "type": "string"},
+            "sat:orbit_state": {
+                "title": "Orbit state",
+                "type": "string",
+                "enum": ["ascending", "descending"],
+            },
+            "sat:relative_orbit": {"title": "Relative orbit", "type": "integer", "minimum": 1},
+            "platform": {
+                "title": "Platform",
+                "type": "string",
+                "enum": ["sentinel-1a", "sentinel-1b", "sentinel-1c"],
+            },
+            "processing:level": {"title": "Processing level", "type": "string"},
+        }
+        return {
+            "$schema": "https://json-schema.org/draft/2019-09/schema",
+            "$id": f"queryables/{collection_id or 'all'}",
+            "type": "object",
+            "title": f"Queryables of {collection_id or 'all collections'}",
+            "properties": props,
+            "additionalProperties": True,
+        }
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def get_checkpoint(self, key: str) -> str | None:
+        row = self._conn().execute("SELECT value FROM checkpoints WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_checkpoint(self, key: str, value: str | None) -> None:
+        with self._write() as conn:
+            self._set_checkpoint(conn, key, value)
+
+    @staticmethod
+    def _set_checkpoint(conn: sqlite3.Connection, key: str, value: str | None) -> None:
+        if value is None:
+            conn.execute("DELETE FROM checkpoints WHERE key = ?", (key,))
+        else:
+            conn.execute(
+                "INSERT INTO checkpoints VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+
+def _after(keys: list[str], directions: list[str], last: list[Any]) -> tuple[str, list[Any]]:
+    """Keyset condition: rows strictly after ``last`` in the given order."""
+    ors: list[str] = []
+    params: list[Any] = []
+    for n, (key, direction) in enumerate(zip(keys, directions, strict=True)):
+        parts = []
+        for k, v in zip(keys[:n], last[:n], strict=True):
+            parts.append(f"{k} IS ?")
+            params.append(v)
+        parts.append(f"{key} {'<' if direction == 'desc' else '>'} ?")
+        params.append(last[n])
+        ors.append("(" + " AND ".join(parts) + ")")
+    return "(" + " OR ".join(ors) + ")", params
+
+
+def _from_micros(value: int) -> datetime:
+    return EPOCH + timedelta(microseconds=value)
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the store's write lock; rollback on error."""
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
+        self.conn = conn
+        self.lock = lock
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.lock.acquire()
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.lock.release()
+            raise
+        return self.conn
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        try:
+            self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            self.lock.release()
