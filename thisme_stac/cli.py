@@ -268,15 +268,10 @@ def demo(
 
 
 def _register() -> None:
-    from thisme_stac.download.command import download
     from thisme_stac.simulator.command import simulate
 
-    app.command(help="Start the resto-5-compatible THISME simulator (tests, demo, benchmarks).")(
-        simulate
-    )
-    app.command(help="Download products of a THISME query, a STAC search or an ItemCollection.")(
-        download
-    )
+    if "simulate" not in {c.name for c in app.registered_commands}:
+        app.command("simulate")(simulate)
 
 
 def main(argv: list[str] | None = None) -> None:

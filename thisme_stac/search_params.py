@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from thisme_stac.errors import ConfigError
-from thisme_stac.store.base import SearchRequest, SortField
+from thisme_stac.store.base import SearchRequest, SortDirection, SortField
 
 OPEN_ENDS = ("", "..")
 
@@ -90,7 +90,7 @@ def parse_sortby(text: str) -> list[SortField]:
         term = raw.strip()
         if not term:
             continue
-        direction = "desc" if term.startswith("-") else "asc"
+        direction: SortDirection = "desc" if term.startswith("-") else "asc"
         name = term.lstrip("+-").strip()
         if not name:
             raise ConfigError(f"empty sortby field in {text!r}")

@@ -1,0 +1,54 @@
+"""`thisme-stac simulate`: serve the THISME simulator until Ctrl-C."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+from thisme_stac.errors import ConfigError
+
+
+def simulate(
+    host: Annotated[str, typer.Option(help="Interface (keep 127.0.0.1 for tests).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 5252,
+    size: Annotated[str, typer.Option(help="thisme (~20k maps) | 1m (~1M maps).")] = "thisme",
+    end: Annotated[
+        str | None, typer.Option(help="Publish maps acquired before this date only.")
+    ] = None,
+    download_auth: Annotated[bool, typer.Option(help="Require a resto token to download.")] = False,
+    log: Annotated[bool, typer.Option("--log", help="Log every request on stderr.")] = False,
+) -> None:
+    """Start the resto-5-compatible THISME simulator and serve until interrupted."""
+    from thisme_stac.simulator import GeneratedCatalogue, SimulatorServer
+
+    until = None
+    if end:
+        try:
+            until = datetime.fromisoformat(end.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"--end is not a date: {end!r}") from None
+        until = until if until.tzinfo else until.replace(tzinfo=UTC)
+    try:
+        catalogue = GeneratedCatalogue(size=size, end=until)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    try:
+        server = SimulatorServer(
+            catalogue, host=host, port=port, download_auth=download_auth, log_requests=log
+        )
+    except OSError as err:
+        raise ConfigError(f"cannot listen on {host}:{port}: {err.strerror}") from None
+    print(
+        f"THISME simulator (resto 5.0.0 API, {len(catalogue):,} maps) at {server.url}",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
