@@ -218,7 +218,10 @@ def _assets(feature: Mapping[str, Any], props: Mapping[str, Any]) -> dict[str, A
 
 
 def _links(feature: Mapping[str, Any], props: Mapping[str, Any]) -> list[dict[str, Any]]:
-    links: list[dict[str, Any]] = []
+    # relative to a static layout <collection>/<item id>/<item id>.json; servers rewrite links
+    links: list[dict[str, Any]] = [
+        {"rel": "collection", "href": "../collection.json", "type": c.JSON}
+    ]
     for link in props.get("links") or []:
         if not isinstance(link, Mapping) or not link.get("href"):
             continue
@@ -243,6 +246,7 @@ def _sar_sat(props: Mapping[str, Any], pid: str, out: dict[str, Any]) -> None:
     out["sar:instrument_mode"] = str(mode) if mode else "IW"
     out["sar:frequency_band"] = "C"
     out["sar:center_frequency"] = 5.405
+    out["sar:product_type"] = "GRD"  # the Sentinel-1 product the maps are inverted from
     pol = props.get("polarisation") or props.get("polarization")
     polarizations = [p for p in re.split(r"[\s,+/]+", str(pol).upper()) if p] if pol else []
     out["sar:polarizations"] = [p for p in polarizations if p in {"HH", "VV", "HV", "VH"}] or ["VV"]
