@@ -43,7 +43,7 @@ def _retrieve(uri: str) -> Resource[Any]:
 
 @lru_cache(maxsize=1)
 def _registry() -> Registry[Any]:
-    return Registry(retrieve=_retrieve)
+    return Registry(retrieve=_retrieve)  # type: ignore[call-arg]
 
 
 @lru_cache(maxsize=32)

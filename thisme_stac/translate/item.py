@@ -21,6 +21,10 @@ GEOMETRY_TYPES = frozenset(
 _EXTENSIONS = list(c.ITEM_EXTENSIONS)
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _label(feature: Mapping[str, Any], props: Mapping[str, Any]) -> str:
     return str(props.get("productIdentifier") or feature.get("id") or "<feature without id>")
 
@@ -112,7 +116,7 @@ def site_of(props: Mapping[str, Any]) -> str | None:
 
 def _download(feature: Mapping[str, Any], props: Mapping[str, Any]) -> dict[str, Any] | None:
     """The product link: resto 5 links[rel=download], resto 2 services.download, resto 6 assets."""
-    for link in props.get("links") or feature.get("links") or []:
+    for link in _list(props.get("links")) + _list(feature.get("links")):
         if isinstance(link, Mapping) and link.get("rel") == "download" and link.get("href"):
             return {"href": str(link["href"]), "type": link.get("type")}
     services = props.get("services")
@@ -222,7 +226,7 @@ def _links(feature: Mapping[str, Any], props: Mapping[str, Any]) -> list[dict[st
     links: list[dict[str, Any]] = [
         {"rel": "collection", "href": "../collection.json", "type": c.JSON}
     ]
-    for link in props.get("links") or []:
+    for link in _list(props.get("links")):
         if not isinstance(link, Mapping) or not link.get("href"):
             continue
         rel = link.get("rel")
