@@ -225,16 +225,15 @@ class Compiler:
             raise InvalidQuery(f"{op!r} works on the 'geometry' property")
         wkb = geometry_wkb(literal)
         predicate = SPATIAL_OPS[op]
-        test = f"thisme_spatial('{predicate}', i.geometry, {self.bind(wkb)})"
         if predicate == "disjoint":
-            return test
+            return f"thisme_spatial('disjoint', i.geometry, {self.bind(wkb)})"
         minx, miny, maxx, maxy = shapely.from_wkb(wkb).bounds
         prefilter = (
-            "i.rid IN (SELECT id FROM items_rtree WHERE minx <= ? AND maxx >= ? "
-            "AND miny <= ? AND maxy >= ?)"
+            f"i.rid IN (SELECT id FROM items_rtree WHERE minx <= {self.bind(maxx)} "
+            f"AND maxx >= {self.bind(minx)} AND miny <= {self.bind(maxy)} "
+            f"AND maxy >= {self.bind(miny)})"
         )
-        self.params.extend([maxx, minx, maxy, miny])
-        return f"({prefilter} AND {test})"
+        return f"({prefilter} AND thisme_spatial('{predicate}', i.geometry, {self.bind(wkb)}))"
 
     def _interval(self, node: Any) -> tuple[int | None, int | None]:
         if isinstance(node, Mapping) and "interval" in node:
