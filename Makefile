@@ -7,10 +7,10 @@ PYTEST_ARGS ?=
 
 .PHONY: install demo test lint typecheck check examples clean
 
-$(STAMP): pyproject.toml api/pyproject.toml
+$(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]" -e "./api[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -138,7 +138,7 @@ def test_kill_9_then_rerun_converges_to_uninterrupted_store(
         store.close()
     assert state.get("next"), "a killed harvest leaves the next page to fetch"
 
-    rerun = subprocess.run(cmd + ["--json"], env=env, capture_output=True, timeout=120)
+    rerun = subprocess.run([*cmd, "--json"], env=env, capture_output=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr.decode()
     report = orjson.loads(rerun.stdout)
     assert report["resumed"] is True
@@ -194,3 +194,72 @@ def test_unreachable_server_is_a_clean_error(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "Traceback" not in err
     assert str(port) in err.splitlines()[-1]
+
+
+def test_harvest_of_resto2_fixtures(tmp_path: Path) -> None:
+    """A resto 2 server (recorded pages): the harvester falls back to its search route."""
+    from tests.conftest import RESTO2
+    from tests.restoserver import scripted_server
+
+    base = "https://thisme.example.invalid/resto"
+    pages = [
+        orjson.loads((RESTO2 / name).read_bytes())
+        for name in ("search_page1.json", "search_page2.json", "search_page3_empty.json")
+    ]
+    describe = orjson.loads((RESTO2 / "collections.json").read_bytes())["collections"][0]
+    with scripted_server() as server:
+
+        def rewrite(doc: object) -> bytes:
+            return orjson.dumps(doc).replace(base.encode(), server.url.encode())
+
+        server.serve_fixture("/collections/SoilMoisture", rewrite(describe))
+        first = "/api/collections/SoilMoisture/search.json?q=%23Central-Italy&maxRecords=3"
+        server.serve_fixture(first, rewrite(pages[0]))
+        for page, previous in zip(pages[1:], pages[:-1], strict=True):
+            href = next(li["href"] for li in previous["properties"]["links"] if li["rel"] == "next")
+            server.serve_fixture(href.removeprefix(base), rewrite(page))
+        store = open_store(str(tmp_path / "r2.sqlite"))
+        try:
+            with RestoClient(server.url) as client:
+                report = Harvester(client, store, page_size=3).harvest(parse_urlq(SEED))
+            items = list(store.iter_items())
+            collection = store.get_collection("SoilMoisture")
+        finally:
+            store.close()
+    assert report.complete
+    assert report.fetched == 6
+    assert report.new == 6
+    assert {i["id"] for i in items} == {
+        f["properties"]["productIdentifier"] for p in pages for f in p["features"]
+    }
+    assert all(i["assets"]["data"]["file:checksum"].startswith("d510") for i in items)
+    assert collection is not None
+    assert collection["title"] == "Theia VHSR Soil Moisture maps"
+    for item in items:
+        validate_item(item)
+
+
+def test_skipped_features_are_counted_and_reported(sim: SimulatorServer, tmp_path: Path) -> None:
+    from tests.restoserver import scripted_server
+
+    page = orjson.loads(
+        (
+            Path(__file__).parent / "data/resto/resto5-captured/search_thisme_urlq_on_features.json"
+        ).read_bytes()
+    )
+    page["features"][1]["geometry"] = None
+    page["features"][4]["properties"]["startDate"] = "not a date"
+    with scripted_server() as server:
+        server.serve_fixture("/features?q=%23Central-Italy&limit=500", orjson.dumps(page))
+        store = open_store(str(tmp_path / "skip.sqlite"))
+        try:
+            with RestoClient(server.url) as client:
+                report = Harvester(client, store).harvest(parse_urlq("q=%23Central-Italy"))
+            assert store.count_items() == 4
+        finally:
+            store.close()
+    assert report.complete
+    assert report.fetched == 6
+    assert report.skipped == 2
+    assert any("missing geometry" in r for r in report.skipped_reasons)
+    assert any("invalid startDate" in r for r in report.skipped_reasons)

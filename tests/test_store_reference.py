@@ -30,8 +30,12 @@ def _random_request(rng: random.Random) -> tuple[SearchRequest, dict[str, Any]]:
     kwargs: dict[str, Any] = {"limit": rng.choice([7, 50, 1000])}
     if rng.random() < 0.4:
         west, south = rng.uniform(-10, 36), rng.uniform(30, 50)
-        spec["bbox"] = kwargs["bbox"] = [west, south, west + rng.uniform(0.1, 12),
-                                        south + rng.uniform(0.1, 6)]
+        spec["bbox"] = kwargs["bbox"] = [
+            west,
+            south,
+            west + rng.uniform(0.1, 12),
+            south + rng.uniform(0.1, 6),
+        ]
     if rng.random() < 0.4:
         start = datetime(2016, 1, 1, tzinfo=UTC) + timedelta(days=rng.randrange(0, 3600))
         end = start + timedelta(days=rng.randrange(1, 900))
@@ -58,16 +62,22 @@ def _random_request(rng: random.Random) -> tuple[SearchRequest, dict[str, Any]]:
         conditions.append({"op": "s_intersects", "args": [{"property": "geometry"}, poly]})
     if conditions:
         spec["filter"] = conditions
-        kwargs["filter"] = conditions[0] if len(conditions) == 1 else {
-            "op": rng.choice(["and", "or"]) if len(conditions) > 1 else "and",
-            "args": conditions,
-        }
+        kwargs["filter"] = (
+            conditions[0]
+            if len(conditions) == 1
+            else {
+                "op": rng.choice(["and", "or"]) if len(conditions) > 1 else "and",
+                "args": conditions,
+            }
+        )
         spec["logic"] = kwargs["filter"]["op"] if len(conditions) > 1 else "and"
     if rng.random() < 0.2:
         spec["q"] = kwargs["q"] = [rng.choice(SITES).lower()]
     if rng.random() < 0.3:
-        spec["sortby"] = kwargs["sortby"] = [SortField("sat:relative_orbit", "asc"),
-                                             SortField("datetime", "asc")]
+        spec["sortby"] = kwargs["sortby"] = [
+            SortField("sat:relative_orbit", "asc"),
+            SortField("datetime", "asc"),
+        ]
     return SearchRequest(**kwargs), spec
 
 
@@ -102,8 +112,13 @@ def _reference(spec: dict[str, Any]) -> list[str]:
             continue
         out.append(item)
     if "sortby" in spec:
-        out.sort(key=lambda i: (i["properties"]["sat:relative_orbit"], i["properties"]["datetime"],
-                                i["id"]))
+        out.sort(
+            key=lambda i: (
+                i["properties"]["sat:relative_orbit"],
+                i["properties"]["datetime"],
+                i["id"],
+            )
+        )
     else:
         out.sort(key=lambda i: (i["properties"]["datetime"], i["id"]), reverse=True)
     return [i["id"] for i in out]

@@ -24,7 +24,8 @@ RESTO = ROOT / "tests" / "data" / "resto"
 
 def _regen() -> Any:
     spec = importlib.util.spec_from_file_location("regen", ROOT / "scripts/regenerate_examples.py")
-    assert spec and spec.loader
+    assert spec
+    assert spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -145,8 +146,9 @@ def test_broken_features_raise_translation_error(mutate: Any, reason: str) -> No
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -154,8 +156,20 @@ json_values = st.recursive(
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(
     key=st.sampled_from(
-        ["geometry", "properties", "id", "startDate", "completionDate", "links", "description",
-         "platform", "published", "services", "quicklook", "relativeOrbitNumber"]
+        [
+            "geometry",
+            "properties",
+            "id",
+            "startDate",
+            "completionDate",
+            "links",
+            "description",
+            "platform",
+            "published",
+            "services",
+            "quicklook",
+            "relativeOrbitNumber",
+        ]
     ),
     value=json_values,
 )

@@ -1,4 +1,4 @@
-"""`thisme-stac` command line: harvest | serve | download | search | simulate | demo.
+"""`thisme-stac` command line: harvest | search | simulate | demo.
 
 Data goes to stdout (STAC JSON, reports), logs and progress to stderr. Every user error ends as
 one ``error: ...`` line on stderr and a non-zero exit code.
@@ -235,25 +235,6 @@ def search(
         collection_doc["numberMatched"] = matched
     collection_doc["numberReturned"] = len(features)
     sys.stdout.write(orjson.dumps(collection_doc).decode() + "\n")
-
-
-@app.command()
-def serve(
-    store: Annotated[str | None, typer.Option(help="Store path or URL [env THISME_STORE].")] = None,
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
-    root_path: Annotated[
-        str | None, typer.Option(help="Path prefix when served behind a proxy.")
-    ] = None,
-) -> None:
-    """Serve a store as a STAC API (needs the thisme-stac-api distribution)."""
-    try:
-        from thisme_stac_api.serve import serve as run_api
-    except ImportError:
-        raise ThismeError(
-            "the STAC API is not installed: pip install thisme-stac-api (or `make install`)"
-        ) from None
-    run_api(store or _settings().store, host=host, port=port, root_path=root_path)
 
 
 @app.command()

@@ -1,9 +1,11 @@
 """Deterministic THISME-like catalogue held as numpy arrays (no Python object per item).
 
 One map every 6 days per site and Sentinel-1 orbit from 2016-01-01. Platforms alternate
-S1A/S1B until S1B's end (2021-12-23), then S1A alone, then S1A/S1C from 2025-04-01. With the 22
-sites (32 site-orbit tracks) and 2016-2025 this gives 32 x 609 = 19,488 maps; ``size="1m"`` adds
-1,070 synthetic sites (1,637 tracks, 996,933 maps).
+S1A/S1B until S1B's end (2021-12-23), then S1A alone, then S1A/S1C from 2025-04-01. Each track
+starts 0-5 days after 2016-01-01; with the 22 sites (32 site-orbit tracks) and dates up to
+2026-01-01 this gives 32 x 609 = 19,488 maps; ``size="1m"`` adds 1,070 synthetic sites
+(1,637 tracks, 996,933 maps). The recorded fixtures' Central-Italy, Occitanie and Montpellier maps
+are part of the catalogue, with the same identifiers.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from thisme_stac.simulator.sites import SITES, Site, extra_sites
 
 RESTO_NAMESPACE = uuid.UUID("92708059-2077-45a3-a4f3-1eb428789cff")
 START = datetime(2016, 1, 1, tzinfo=UTC)
-DEFAULT_END = datetime(2026, 1, 1, tzinfo=UTC)
+DEFAULT_END = datetime(2026, 1, 2, tzinfo=UTC)
 S1B_END = datetime(2021, 12, 23, tzinfo=UTC)
 S1C_START = datetime(2025, 4, 1, tzinfo=UTC)
 CADENCE_S = 6 * 86400
@@ -102,6 +104,12 @@ class GeneratedCatalogue:
         self.track_rel = np.array([t[2].relative for t in tracks], dtype=np.int64)
         self.track_dir = [t[2].direction for t in tracks]
         self.track_sec = np.array([t[2].seconds_of_day for t in tracks], dtype=np.int64)
+        self.track_phase = np.array(
+            [t[2].phase if t[2].phase is not None else n % 6 for n, t in enumerate(tracks)],
+            dtype=np.int64,
+        )
+        self.track_parity = np.array([t[2].parity for t in tracks], dtype=np.int64)
+        self.track_shift = np.array([t[2].other_shift for t in tracks], dtype=np.int64)
         self.site_norm = [normalise(site.name) for site in self.sites]
         self._track_by_code = {
             (site.code, orbit.relative): n for n, (_, site, orbit) in enumerate(tracks)
@@ -117,16 +125,19 @@ class GeneratedCatalogue:
         nsteps = max(0, math.ceil((_epoch(end) - _epoch(START)) / CADENCE_S))
         step = np.tile(np.arange(nsteps, dtype=np.int64), ntracks)
         track = np.repeat(np.arange(ntracks, dtype=np.int64), nsteps)
-        start = _epoch(START) + step * CADENCE_S + self.track_sec[track]
+        alternate = (step + self.track_parity[track]) % 2
+        day = _epoch(START) + step * CADENCE_S + self.track_phase[track] * 86400
+        platform = np.where(alternate == 0, 0, 1)
+        platform = np.where(day >= _epoch(S1B_END), 0, platform)
+        platform = np.where((day >= _epoch(S1C_START)) & (alternate == 1), 2, platform)
+        start = day + self.track_sec[track] + np.where(platform == 0, 0, self.track_shift[track])
         keep = start < _epoch(end)
-        step, track, start = step[keep], track[keep], start[keep]
+        step, track, start, platform = step[keep], track[keep], start[keep], platform[keep]
         sort_idx = start * 10_000 + track
         order = np.argsort(-sort_idx, kind="stable")
         step, track, start, sort_idx = step[order], track[order], start[order], sort_idx[order]
         updated_us = (start + 3 * 86400 + (track * 997) % 36000) * 1_000_000 + (track % 997) * 1000
-        platform = np.where(step % 2 == 0, 0, 1)
-        platform = np.where(start >= _epoch(S1B_END), 0, platform)
-        platform = np.where((start >= _epoch(S1C_START)) & (step % 2 == 1), 2, platform)
+        platform = platform[order]
         return _Arrays(start, track, step, sort_idx, updated_us, platform.astype(np.int64), end)
 
     def publish_until(self, end: datetime) -> None:

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 class Orbit:
     relative: int
     direction: str  # "ascending" | "descending"
-    seconds_of_day: int  # UTC acquisition time
+    seconds_of_day: int  # UTC acquisition time of Sentinel-1A
+    phase: int | None = None  # first date = 2016-01-01 + phase days (default: spread by track)
+    parity: int = 0  # which of S1A/S1B takes the first date
+    other_shift: int = -47  # seconds between S1A's and the other satellite's overpass
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +41,14 @@ SITES: tuple[Site, ...] = (
     Site(
         "Central-Italy",
         (12.2, 42.6, 12.95, 43.2),
-        (Orbit(117, "ascending", _t(17, 6, 19)), Orbit(22, "descending", _t(5, 10, 44))),
+        (Orbit(117, "ascending", _t(17, 6, 19), 5, 1), Orbit(22, "descending", _t(5, 10, 44))),
     ),
     Site(
         "Occitanie",
         (1.05, 43.35, 1.75, 43.8),
-        (Orbit(30, "ascending", _t(17, 50, 41)), Orbit(110, "descending", _t(6, 5, 12))),
+        (Orbit(30, "ascending", _t(17, 51, 27), 1, 1, -46), Orbit(110, "descending", _t(6, 5, 12))),
     ),
-    Site("Montpellier", (3.65, 43.5, 4.05, 43.75), (Orbit(59, "ascending", _t(17, 42, 3)),)),
+    Site("Montpellier", (3.65, 43.5, 4.05, 43.75), (Orbit(59, "ascending", _t(17, 42, 3), 4, 0),)),
     Site(
         "Camargue",
         (4.3, 43.35, 4.85, 43.7),

@@ -1,1 +1,0 @@
-"""STAC API over thisme-stac stores."""
