@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -49,6 +50,17 @@ def _store_items(path: Path) -> dict[str, bytes]:
         }
     finally:
         store.close()
+
+
+def _committed(path: Path) -> int:
+    """Items committed so far by another process (0 before its first commit)."""
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as conn:
+            return int(conn.execute("SELECT count(*) FROM items").fetchone()[0])
+    except sqlite3.Error:
+        return 0
 
 
 def test_seed_query_harvest_equals_ground_truth(sim: SimulatorServer, tmp_path: Path) -> None:
@@ -106,23 +118,23 @@ def test_kill_9_then_rerun_converges_to_uninterrupted_store(
     sim: SimulatorServer, tmp_path: Path
 ) -> None:
     reference = tmp_path / "reference.sqlite"
-    _harvest(sim.url, reference, page_size=40)
+    _harvest(sim.url, reference, page_size=20)
     expected = _store_items(reference)
-    pages = len(expected) // 40 + 1
+    pages = len(expected) // 20 + 1
 
     target = tmp_path / "killed.sqlite"
     env = {**os.environ, "THISME_RESTO_URL": sim.url, "THISME_STORE": str(target)}
-    cmd = [sys.executable, "-m", "thisme_stac", "harvest", "--urlq", SEED, "--page-size", "40"]
+    cmd = [sys.executable, "-m", "thisme_stac", "harvest", "--urlq", SEED, "--page-size", "20"]
     rng = random.Random(20261125)
-    kill_after = rng.randrange(2, pages - 2)
+    kill_after = rng.randrange(2, pages // 2)
     start = len(sim.requests)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         served = [r for r in sim.requests[start:] if "/features" in r.path]
-        if len(served) >= kill_after:
+        if len(served) >= kill_after and _committed(target) > 0:
             break
-        time.sleep(0.005)
+        time.sleep(0.002)
     assert proc.poll() is None, "the harvest finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -240,7 +240,7 @@ def search(
 @app.command()
 def demo(
     workdir: Annotated[str, typer.Option(help="Where the demo writes its store.")] = "demo-output",
-    port: Annotated[int, typer.Option(help="Simulator port (0 = any free port).")] = 0,
+    port: Annotated[int, typer.Option(help="Simulator port (0 = any free port).")] = 5252,
 ) -> None:
     """Offline demo: start the THISME simulator, harvest it, query the store."""
     from thisme_stac.demo import run_demo

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ def _report_row(table: Table, label: str, report: HarvestReport) -> None:
         label,
         f"{report.fetched:,}",
         f"{report.new:,}",
+        f"{report.updated:,}",
         f"{report.unchanged:,}",
         f"{report.skipped:,}",
         f"{report.seconds:.2f}",
@@ -30,7 +32,17 @@ def _report_row(table: Table, label: str, report: HarvestReport) -> None:
     )
 
 
-def run_demo(*, workdir: str = "demo-output", port: int = 0, console: Console) -> None:
+def _free(port: int) -> int:
+    """``port`` if it can be bound on 127.0.0.1, else 0 (any free port)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return 0
+    return port
+
+
+def run_demo(*, workdir: str = "demo-output", port: int = 5252, console: Console) -> None:
     """Simulator -> harvest (seed query, then the whole collection) -> search -> sample Item."""
     from thisme_stac.simulator import GeneratedCatalogue, SimulatorServer
 
@@ -39,11 +51,13 @@ def run_demo(*, workdir: str = "demo-output", port: int = 0, console: Console) -
     store_path = out / "thisme.sqlite"
     console.rule("[bold]thisme-stac demo")
     catalogue = GeneratedCatalogue()
-    with SimulatorServer(catalogue, host="127.0.0.1", port=port) as sim:
+    with SimulatorServer(catalogue, host="127.0.0.1", port=_free(port)) as sim:
         console.print(f"THISME simulator (resto 5.0.0 API) at [cyan]{sim.url}[/]")
         console.print(f"store: [cyan]{store_path}[/]")
         store = open_store(str(store_path))
-        table = Table("harvest", "fetched", "new", "unchanged", "skipped", "s", "items/s")
+        table = Table(
+            "harvest", "fetched", "new", "updated", "unchanged", "skipped", "s", "items/s"
+        )
         try:
             with RestoClient(sim.url) as client:
                 harvester = Harvester(client, store)
@@ -68,7 +82,10 @@ def run_demo(*, workdir: str = "demo-output", port: int = 0, console: Console) -
     if page.items:
         console.print("A sample STAC Item (stdout):")
         sys.stdout.write(orjson.dumps(page.items[0], option=orjson.OPT_INDENT_2).decode() + "\n")
+    console.print("Search it yourself (run the demo again: nothing new is fetched):")
     console.print(
-        f"Search it yourself: [bold]thisme-stac search --store {store_path} --q Central-Italy "
-        "--datetime 2020-01-01/2020-02-01[/]"
+        f"  thisme-stac search --store {store_path} --q Central-Italy "
+        "--datetime 2020-01-01/2020-02-01 --limit 5",
+        soft_wrap=True,
+        highlight=False,
     )

@@ -12,11 +12,13 @@ An incremental run asks resto for ``updated >= hwm + 1 µs`` only (resto 5 ``upd
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import orjson
 
@@ -71,6 +73,49 @@ class PageProgress:
     pages: int
     fetched: int
     total_hint: int | None
+
+
+_DONE = object()
+T = TypeVar("T")
+
+
+def prefetch(source: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Iterate ``source`` in a background thread, ``depth`` items ahead (overlaps I/O with work).
+
+    Exceptions of the source are re-raised in the consumer; closing the consumer stops the thread
+    at its next item.
+    """
+    buffer: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for element in source:
+                while not stop.is_set():
+                    try:
+                        buffer.put(element, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(_DONE)
+        except BaseException as err:  # handed to the consumer
+            buffer.put(err)
+
+    worker = threading.Thread(target=produce, name="thisme-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            element = buffer.get()
+            if element is _DONE:
+                return
+            if isinstance(element, BaseException):
+                raise element
+            yield cast(T, element)
+    finally:
+        stop.set()
+        worker.join(timeout=5)
 
 
 def checkpoint_key(resto_url: str, query: RestoQuery) -> str:
@@ -143,9 +188,10 @@ class Harvester:
 
         try:
             self._ensure_collection(collection, query)
-            for page in self.client.search_pages(
+            pages = self.client.search_pages(
                 query, limit=self.page_size, start_url=start_url, extra_params=extra
-            ):
+            )
+            for page in prefetch(pages):
                 report.pages += 1
                 report.duplicates += page.duplicates
                 items = self._translate(page.features, collection, report, state)

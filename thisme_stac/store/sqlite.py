@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 import shapely
-from shapely.geometry import shape
 from shapely.prepared import PreparedGeometry, prep
 
 from thisme_stac.errors import StoreError
@@ -283,7 +282,7 @@ class SQLiteStore:
     def upsert_items(
         self, items: Iterable[JSON], *, checkpoint: tuple[str, str] | None = None
     ) -> UpsertResult:
-        rows = [self._row(item) for item in items]
+        rows = self._rows(list(items))
         result = UpsertResult()
         with self._write() as conn:
             for start in range(0, len(rows), CHUNK):
@@ -294,43 +293,62 @@ class SQLiteStore:
         return result
 
     @staticmethod
-    def _row(item: JSON) -> dict[str, Any]:
-        item_id, collection = item.get("id"), item.get("collection")
-        if not isinstance(item_id, str) or not item_id:
-            raise InvalidQuery("an item needs a string id")
-        if not isinstance(collection, str) or not collection:
-            raise InvalidQuery(f"item {item_id!r} has no collection")
+    def _rows(items: list[JSON]) -> list[dict[str, Any]]:
+        """Validate a batch and compute its columns; geometries are parsed in one shapely call."""
+        texts: list[str] = []
+        for item in items:
+            item_id, collection = item.get("id"), item.get("collection")
+            if not isinstance(item_id, str) or not item_id:
+                raise InvalidQuery("an item needs a string id")
+            if not isinstance(collection, str) or not collection:
+                raise InvalidQuery(f"item {item_id!r} has no collection")
+            geometry = item.get("geometry")
+            if not isinstance(geometry, dict):
+                raise InvalidQuery(f"item {item_id!r} has no geometry")
+            texts.append(orjson.dumps(geometry).decode())
         try:
-            geom = shape(item["geometry"])
-        except Exception:  # shapely raises several types for bad GeoJSON
-            raise InvalidQuery(f"item {item_id!r} has an invalid geometry") from None
-        if geom.is_empty:
-            raise InvalidQuery(f"item {item_id!r} has an empty geometry")
-        start, end = _interval(item)
-        props = item.get("properties") or {}
-        content = orjson.dumps(item).decode()
-        words = [
-            *(props.get("keywords") or []),
-            props.get("title") or "",
-            props.get("description") or "",
-        ]
-        rel = props.get("sat:relative_orbit")
-        return {
-            "collection": collection,
-            "id": item_id,
-            "datetime": start,
-            "end_datetime": end,
-            "site": props.get("thisme:site"),
-            "orbit_state": props.get("sat:orbit_state"),
-            "relative_orbit": rel if isinstance(rel, int) else None,
-            "platform": props.get("platform"),
-            "text": " | ".join(str(w) for w in words).lower(),
-            "geometry": geom.wkb,
-            "bounds": geom.bounds,
-            "hash": hashlib.blake2b(content.encode(), digest_size=16).digest(),
-            "content": content,
-            "props": props,
-        }
+            geoms = shapely.from_geojson(texts, on_invalid="raise") if texts else []
+        except Exception:  # shapely raises GEOSException and others for bad GeoJSON
+            geoms = []
+            for item, text in zip(items, texts, strict=True):
+                try:
+                    geoms.append(shapely.from_geojson(text, on_invalid="raise"))
+                except Exception:
+                    raise InvalidQuery(f"item {item['id']!r} has an invalid geometry") from None
+        wkbs = shapely.to_wkb(geoms) if len(texts) else []
+        bounds = shapely.bounds(geoms) if len(texts) else []
+        rows: list[dict[str, Any]] = []
+        for item, geom, wkb, box in zip(items, geoms, wkbs, bounds, strict=True):
+            if geom is None or geom.is_empty:
+                raise InvalidQuery(f"item {item['id']!r} has an empty geometry")
+            start, end = _interval(item)
+            props = item.get("properties") or {}
+            content = orjson.dumps(item).decode()
+            words = [
+                *(props.get("keywords") or []),
+                props.get("title") or "",
+                props.get("description") or "",
+            ]
+            rel = props.get("sat:relative_orbit")
+            rows.append(
+                {
+                    "collection": item["collection"],
+                    "id": item["id"],
+                    "datetime": start,
+                    "end_datetime": end,
+                    "site": props.get("thisme:site"),
+                    "orbit_state": props.get("sat:orbit_state"),
+                    "relative_orbit": rel if isinstance(rel, int) else None,
+                    "platform": props.get("platform"),
+                    "text": " | ".join(str(w) for w in words).lower(),
+                    "geometry": wkb,
+                    "bounds": tuple(float(v) for v in box),
+                    "hash": hashlib.blake2b(content.encode(), digest_size=16).digest(),
+                    "content": content,
+                    "props": props,
+                }
+            )
+        return rows
 
     def _upsert_chunk(
         self, conn: sqlite3.Connection, rows: list[dict[str, Any]], result: UpsertResult
@@ -344,14 +362,13 @@ class SQLiteStore:
                 (collection, *ids),
             ):
                 existing[(collection, item_id)] = (rid, digest)
-        columns = (
-            "collection, id, datetime, end_datetime, site, orbit_state, relative_orbit, "
-            "platform, text, geometry, hash, content"
-        )
+        next_rid = int(conn.execute("SELECT coalesce(max(rid), 0) FROM items").fetchone()[0]) + 1
+        inserts: list[tuple[Any, ...]] = []
+        boxes: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        box_updates: list[tuple[Any, ...]] = []
         for row in rows:
             values = (
-                row["collection"],
-                row["id"],
                 row["datetime"],
                 row["end_datetime"],
                 row["site"],
@@ -364,34 +381,38 @@ class SQLiteStore:
                 row["content"],
             )
             minx, miny, maxx, maxy = row["bounds"]
-            found = existing.get((row["collection"], row["id"]))
+            key = (row["collection"], row["id"])
+            found = existing.get(key)
             if found is None:
-                cursor = conn.execute(
-                    f"INSERT INTO items ({columns}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", values
-                )
-                conn.execute(
-                    "INSERT INTO items_rtree VALUES (?,?,?,?,?)",
-                    (cursor.lastrowid, minx, maxx, miny, maxy),
-                )
-                existing[(row["collection"], row["id"])] = (cursor.lastrowid or 0, row["hash"])
+                inserts.append((next_rid, row["collection"], row["id"], *values))
+                boxes.append((next_rid, minx, maxx, miny, maxy))
+                existing[key] = (next_rid, row["hash"])
+                next_rid += 1
                 result.new += 1
                 result.new_ids.append(row["id"])
             elif found[1] == row["hash"]:
                 result.unchanged += 1
             else:
-                conn.execute(
-                    "UPDATE items SET datetime=?, end_datetime=?, site=?, orbit_state=?, "
-                    "relative_orbit=?, platform=?, text=?, geometry=?, hash=?, content=? "
-                    "WHERE rid = ?",
-                    (*values[2:], found[0]),
-                )
-                conn.execute(
-                    "UPDATE items_rtree SET minx=?, maxx=?, miny=?, maxy=? WHERE id = ?",
-                    (minx, maxx, miny, maxy, found[0]),
-                )
-                existing[(row["collection"], row["id"])] = (found[0], row["hash"])
+                updates.append((*values, found[0]))
+                box_updates.append((minx, maxx, miny, maxy, found[0]))
+                existing[key] = (found[0], row["hash"])
                 result.updated += 1
                 result.updated_ids.append(row["id"])
+        conn.executemany(
+            "INSERT INTO items (rid, collection, id, datetime, end_datetime, site, orbit_state, "
+            "relative_orbit, platform, text, geometry, hash, content) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            inserts,
+        )
+        conn.executemany("INSERT INTO items_rtree VALUES (?,?,?,?,?)", boxes)
+        conn.executemany(
+            "UPDATE items SET datetime=?, end_datetime=?, site=?, orbit_state=?, "
+            "relative_orbit=?, platform=?, text=?, geometry=?, hash=?, content=? WHERE rid = ?",
+            updates,
+        )
+        conn.executemany(
+            "UPDATE items_rtree SET minx=?, maxx=?, miny=?, maxy=? WHERE id = ?", box_updates
+        )
 
     @staticmethod
     def _merge_extents(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:

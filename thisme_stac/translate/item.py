@@ -52,22 +52,34 @@ def _datetime(value: Any, name: str, label: str, *, required: bool) -> datetime 
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _check_position(pos: Any, bounds: list[float], label: str) -> None:
+    if not isinstance(pos, list | tuple) or len(pos) < 2:
+        raise TranslationError(f"{label}: invalid position in geometry")
+    lon, lat = pos[0], pos[1]
+    if type(lon) not in (int, float) or type(lat) not in (int, float):
+        raise TranslationError(f"{label}: non-numeric coordinate in geometry")
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90):  # also false for NaN
+        raise TranslationError(f"{label}: coordinate outside EPSG:4326 bounds")
+    if lon < bounds[0]:
+        bounds[0] = lon
+    if lat < bounds[1]:
+        bounds[1] = lat
+    if lon > bounds[2]:
+        bounds[2] = lon
+    if lat > bounds[3]:
+        bounds[3] = lat
+
+
 def _walk_positions(coords: Any, depth: int, bounds: list[float], label: str) -> None:
     if depth == 0:
-        if not isinstance(coords, list | tuple) or len(coords) < 2:
-            raise TranslationError(f"{label}: invalid position in geometry")
-        lon, lat = coords[0], coords[1]
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (lon, lat)):
-            raise TranslationError(f"{label}: non-numeric coordinate in geometry")
-        if not (math.isfinite(lon) and math.isfinite(lat)) or abs(lon) > 180 or abs(lat) > 90:
-            raise TranslationError(f"{label}: coordinate outside EPSG:4326 bounds")
-        bounds[0] = min(bounds[0], lon)
-        bounds[1] = min(bounds[1], lat)
-        bounds[2] = max(bounds[2], lon)
-        bounds[3] = max(bounds[3], lat)
+        _check_position(coords, bounds, label)
         return
     if not isinstance(coords, list | tuple) or not coords:
         raise TranslationError(f"{label}: empty or malformed geometry coordinates")
+    if depth == 1:
+        for pos in coords:
+            _check_position(pos, bounds, label)
+        return
     for child in coords:
         _walk_positions(child, depth - 1, bounds, label)
 
