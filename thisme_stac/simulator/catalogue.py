@@ -15,6 +15,7 @@ import threading
 import unicodedata
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +33,19 @@ S1C_START = datetime(2025, 4, 1, tzinfo=UTC)
 CADENCE_S = 6 * 86400
 PLATFORMS = ("S1A", "S1B", "S1C")
 COLLECTION = "SoilMoisture"
-SIZES = {"thisme": 0, "20k": 0, "1m": 1070}
+SIZES = {"thisme": 0, "20k": 0, "1m": 1070, "fixtures": 0}
+#: The nine products of the recorded resto 5.0.0 capture (tests/data/resto/resto5-ingest/).
+FIXTURE_PRODUCTS = (
+    "SM_CentralItaly_20200103T170619_S1A_R117",
+    "SM_CentralItaly_20200109T170532_S1B_R117",
+    "SM_CentralItaly_20200115T170619_S1A_R117",
+    "SM_CentralItaly_20200121T170532_S1B_R117",
+    "SM_CentralItaly_20200127T170619_S1A_R117",
+    "SM_CentralItaly_20200202T170532_S1B_R117",
+    "SM_Montpellier_20200108T174203_S1A_R059",
+    "SM_Occitanie_20200105T175041_S1B_R030",
+    "SM_Occitanie_20200111T175127_S1A_R030",
+)
 GENERIC_TAGS = ("SoilMoisture", "Sentinel-1")
 CONSTANT_TAGS = (
     "collection:SoilMoisture",
@@ -95,9 +108,20 @@ class GeneratedCatalogue:
 
     collection = COLLECTION
 
-    def __init__(self, *, size: str = "thisme", end: datetime | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        size: str = "thisme",
+        end: datetime | None = None,
+        only: Sequence[str] | None = None,
+    ) -> None:
+        """``size="fixtures"`` (or ``only=[product ids]``) keeps just those products."""
         if size not in SIZES:
             raise ValueError(f"unknown size {size!r}: use one of {', '.join(SIZES)}")
+        if size == "fixtures" and only is None:
+            only = FIXTURE_PRODUCTS
+        #: render features exactly like the recorded capture (no simulator extras, zip links)
+        self.recorded_shape = size == "fixtures"
         self.sites: tuple[Site, ...] = SITES + extra_sites(SIZES[size])
         tracks = [(s, site, orbit) for s, site in enumerate(self.sites) for orbit in site.orbits]
         self.track_site = np.array([t[0] for t in tracks], dtype=np.int64)
@@ -117,6 +141,12 @@ class GeneratedCatalogue:
         self._lock = threading.Lock()
         self._cache: OrderedDict[Filters, IntArray] = OrderedDict()
         self._uuid_index: tuple[npt.NDArray[np.uint64], IntArray] | None = None
+        self._only: IntArray | None = None
+        if only is not None:
+            keys = [self._key(pid) for pid in only]
+            if None in keys:
+                raise ValueError("some products do not belong to the simulated catalogue")
+            self._only = np.array(sorted(k for k in keys if k is not None), dtype=np.int64)
         self._arrays = self._build(end or DEFAULT_END)
 
     # --- building ----------------------------------------------------------------------------
@@ -134,6 +164,15 @@ class GeneratedCatalogue:
         keep = start < _epoch(end)
         step, track, start, platform = step[keep], track[keep], start[keep], platform[keep]
         sort_idx = start * 10_000 + track
+        if self._only is not None:
+            wanted = np.isin(sort_idx, self._only)
+            step, track, start, platform = (
+                step[wanted],
+                track[wanted],
+                start[wanted],
+                platform[wanted],
+            )
+            sort_idx = sort_idx[wanted]
         order = np.argsort(-sort_idx, kind="stable")
         step, track, start, sort_idx = step[order], track[order], start[order], sort_idx[order]
         updated_us = (start + 3 * 86400 + (track * 997) % 36000) * 1_000_000 + (track % 997) * 1000
@@ -206,19 +245,25 @@ class GeneratedCatalogue:
             "sort_idx": int(a.sort_idx[pos]),
         }
 
+    def _key(self, pid: str) -> int | None:
+        """The sort key a productIdentifier would have (None if it cannot be ours)."""
+        parts = pid.split("_")
+        if len(parts) != 5 or parts[0] != "SM" or not parts[4].startswith("R"):
+            return None
+        try:
+            stamp = datetime.strptime(parts[2], "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+            track = self._track_by_code.get((parts[1], int(parts[4][1:])))
+        except ValueError:
+            return None
+        return None if track is None else _epoch(stamp) * 10_000 + track
+
     def find(self, identifier: str) -> int | None:
         """Position of a productIdentifier or resto uuid, or None."""
         a = self._arrays
-        parts = identifier.split("_")
-        if len(parts) == 5 and parts[0] == "SM" and parts[4].startswith("R"):
-            try:
-                stamp = datetime.strptime(parts[2], "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
-                track = self._track_by_code.get((parts[1], int(parts[4][1:])))
-            except ValueError:
+        if identifier.startswith("SM_"):
+            key = self._key(identifier)
+            if key is None:
                 return None
-            if track is None:
-                return None
-            key = _epoch(stamp) * 10_000 + track
             found = int(np.searchsorted(-a.sort_idx, -key))
             if found < len(a.sort_idx) and a.sort_idx[found] == key:
                 return found if self.product_id(found) == identifier else None

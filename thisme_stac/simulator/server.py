@@ -29,7 +29,6 @@ import orjson
 
 from thisme_stac.simulator.catalogue import (
     CONSTANT_TAGS,
-    GENERIC_TAGS,
     RESTO_NAMESPACE,
     Filters,
     GeneratedCatalogue,
@@ -198,6 +197,7 @@ class Resto:
         start = iso(rec["start"])
         day = datetime.fromtimestamp(rec["start"], tz=UTC)
         fid = rec["uuid"]
+        media = "application/zip" if self.catalogue.recorded_shape else GEOTIFF
         x0, y0 = _mercator(west, south)
         x1, y1 = _mercator(east, north)
         props: dict[str, Any] = {
@@ -214,12 +214,8 @@ class Resto:
             "instrument": "SAR-C",
             "productType": "SM_PLOT",
             "processingLevel": "L3",
-            "orbitDirection": rec["direction"],
-            "relativeOrbitNumber": rec["relative_orbit"],
-            "polarisation": "VV VH",
-            "sensorMode": "IW",
             "links": [
-                {"rel": "download", "href": f"{base}/features/{fid}/download", "type": GEOTIFF},
+                {"rel": "download", "href": f"{base}/features/{fid}/download", "type": media},
                 {
                     "rel": "self",
                     "type": "application/json",
@@ -235,7 +231,8 @@ class Resto:
             "updated": rec["updated"],
             "published": rec["updated"],
             "hashtags": [
-                *GENERIC_TAGS,
+                "Sentinel-1",  # resto lists description hashtags last-first
+                "SoilMoisture",
                 site.name,
                 *CONSTANT_TAGS[:3],
                 f"platform:{rec['platform']}",
@@ -252,6 +249,17 @@ class Resto:
         }
         if with_sort:
             props["sort_idx"] = str(rec["sort_idx"])
+        if not self.catalogue.recorded_shape:
+            # THISME-plausible extras of the simulator (not in the recorded capture)
+            extras = {
+                "orbitDirection": rec["direction"],
+                "relativeOrbitNumber": rec["relative_orbit"],
+                "polarisation": "VV VH",
+                "sensorMode": "IW",
+            }
+            position = list(props).index("processingLevel") + 1
+            items = list(props.items())
+            props = dict(items[:position] + list(extras.items()) + items[position:])
         return {
             "type": "Feature",
             "id": fid,
@@ -438,7 +446,7 @@ class Resto:
             else:
                 previous = [*without_cursor, ("gt", features[0]["properties"]["sort_idx"])]
             links.append({"rel": "previous", "type": "application/json", "href": href(previous)})
-        if has_cursor or (page_param and int(page_param) > 1):
+        if has_cursor or (features and page_param and int(page_param) > 1):
             first = [(k, "1" if k == "page" else v) for k, v in without_cursor]
             links.append({"rel": "first", "type": "application/json", "href": href(first)})
         if features and len(features) >= limit:
