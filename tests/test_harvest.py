@@ -275,3 +275,66 @@ def test_skipped_features_are_counted_and_reported(sim: SimulatorServer, tmp_pat
     assert report.skipped == 2
     assert any("missing geometry" in r for r in report.skipped_reasons)
     assert any("invalid startDate" in r for r in report.skipped_reasons)
+
+
+def test_cli_single_dash_urlq_then_search(sim: SimulatorServer, tmp_path: Path) -> None:
+    target = tmp_path / "cli.sqlite"
+    env = {**os.environ, "THISME_STORE": str(target)}
+    harvest = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "thisme_stac",
+            "harvest",
+            "--resto-url",
+            sim.url,
+            "-urlq",
+            SEED,
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert harvest.returncode == 0, harvest.stderr.decode()
+    assert orjson.loads(harvest.stdout)["new"] == sim.catalogue.count("Central-Italy")
+    search = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "thisme_stac",
+            "search",
+            "--q",
+            "Central-Italy",
+            "--datetime",
+            "2020-01-01/2020-02-01",
+            "--filter",
+            "\"sat:orbit_state\" = 'ascending'",
+            "--limit",
+            "3",
+        ],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert search.returncode == 0, search.stderr.decode()
+    collection = orjson.loads(search.stdout)
+    expected = [
+        pid
+        for pid in sim.catalogue.product_ids("Central-Italy")
+        if pid.split("_")[2][:8] <= "20200201"
+        and pid.split("_")[2][:6] == "202001"
+        and pid.endswith("R117")
+    ]
+    assert collection["numberMatched"] == len(expected)
+    assert [f["id"] for f in collection["features"]] == expected[: len(collection["features"])]
+    bad = subprocess.run(
+        [sys.executable, "-m", "thisme_stac", "search", "--bbox", "1,2,3"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert bad.returncode != 0
+    assert bad.stderr.decode().strip().splitlines() == [
+        "error: bbox needs 4 or 6 comma-separated numbers, got '1,2,3'"
+    ]

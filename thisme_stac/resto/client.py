@@ -27,6 +27,27 @@ RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 120.0
 TOKEN_MARGIN = 60.0
 SECRET_PARAMS = frozenset({"_bearer", "_tk", "token", "password"})
+#: Duplicates come from items shifting across page boundaries while paging; remembering the ids of
+#: the last pages catches them with memory that does not grow with the catalogue.
+DEDUP_PAGES = 8
+
+
+class _RecentKeys:
+    """Feature keys of the last ``pages`` pages."""
+
+    def __init__(self, pages: int) -> None:
+        self._pages: list[set[str]] = [set()]
+        self._limit = pages
+
+    def contains_any(self, keys: set[str]) -> bool:
+        return any(not page.isdisjoint(keys) for page in self._pages)
+
+    def add(self, keys: set[str]) -> None:
+        self._pages[-1].update(keys)
+
+    def next_page(self) -> None:
+        self._pages.append(set())
+        del self._pages[: -self._limit]
 
 
 @dataclass(slots=True)
@@ -277,12 +298,13 @@ class RestoClient:
         """Follow ``next`` links from the first page (or ``start_url``) to the end.
 
         Stops on an empty page, a short page or a page without ``next``; never trusts
-        ``totalResults``; de-duplicates features by id and productIdentifier.
+        ``totalResults``; drops features already seen on the last pages (by id and
+        productIdentifier).
         """
         if not 1 <= limit <= 500:
             raise RestoError(f"page size must be within 1..500, got {limit}")
         url = start_url or self._first_url(query, limit, extra_params or {})
-        seen: set[str] = set()
+        seen = _RecentKeys(DEDUP_PAGES)
         visited: set[str] = set()
         while url:
             if url in visited:
@@ -309,7 +331,7 @@ class RestoClient:
                 return
             url = page.next_url
 
-    def _page(self, body: Any, url: str, seen: set[str]) -> RestoPage:
+    def _page(self, body: Any, url: str, seen: _RecentKeys) -> RestoPage:
         if not isinstance(body, dict) or not isinstance(body.get("features"), list):
             raise RestoError(f"resto sent no FeatureCollection for {redact(url)}")
         raw = [f for f in body["features"] if isinstance(f, dict)]
@@ -333,11 +355,12 @@ class RestoClient:
             if isinstance(fprops, dict) and fprops.get("productIdentifier"):
                 keys.add("pid:" + str(fprops["productIdentifier"]))
             keys.discard("")
-            if keys & seen:
+            if seen.contains_any(keys):
                 duplicates += 1
                 continue
-            seen.update(keys)
+            seen.add(keys)
             features.append(feature)
+        seen.next_page()
         return RestoPage(
             features=features,
             url=url,
