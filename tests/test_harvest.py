@@ -158,6 +158,22 @@ def test_kill_9_then_rerun_converges_to_uninterrupted_store(
     assert _store_items(target) == expected
 
 
+def _failing_harvest(env: dict[str, str], *argv: str) -> str:
+    """Run a harvest that must fail cleanly; return its one-line error."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "thisme_stac", "harvest", *argv],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    err = proc.stderr.decode().strip()
+    assert proc.returncode != 0
+    assert "Traceback" not in err
+    last = err.splitlines()[-1]
+    assert last.startswith("error:"), err
+    return last
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -171,17 +187,8 @@ def test_bad_input_is_one_line_and_nonzero(
 ) -> None:
     target = tmp_path / "bad.sqlite"
     env = {**os.environ, "THISME_RESTO_URL": sim.url, "THISME_STORE": str(target)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "thisme_stac", "harvest", *argv],
-        env=env,
-        capture_output=True,
-        timeout=60,
-    )
-    err = proc.stderr.decode().strip()
-    assert proc.returncode != 0
-    assert "Traceback" not in err
-    assert err.splitlines()[-1].startswith("error:"), err
-    assert message.lower() in err.lower()
+    last_line = _failing_harvest(env, *argv)
+    assert message.lower() in last_line.lower()
 
 
 def test_unreachable_server_is_a_clean_error(tmp_path: Path) -> None:
@@ -196,16 +203,7 @@ def test_unreachable_server_is_a_clean_error(tmp_path: Path) -> None:
         "THISME_STORE": str(tmp_path / "x.sqlite"),
         "THISME_RETRIES": "1",
     }
-    proc = subprocess.run(
-        [sys.executable, "-m", "thisme_stac", "harvest", "--urlq", SEED],
-        env=env,
-        capture_output=True,
-        timeout=60,
-    )
-    err = proc.stderr.decode().strip()
-    assert proc.returncode != 0
-    assert "Traceback" not in err
-    assert str(port) in err.splitlines()[-1]
+    assert str(port) in _failing_harvest(env, "--urlq", SEED)
 
 
 def test_harvest_of_resto2_fixtures(tmp_path: Path) -> None:

@@ -215,12 +215,18 @@ class Compiler:
             raise InvalidQuery("'isNull' takes one argument")
         return f"({self.scalar(args[0])} IS NULL)"
 
-    def _spatial(self, op: str, args: list[Any]) -> str:
+    @staticmethod
+    def _property_and_literal(op: str, args: list[Any]) -> tuple[Any, Any]:
+        """The two operands of a spatial or temporal operator, property first."""
         if len(args) != 2:
             raise InvalidQuery(f"{op!r} takes two arguments")
         prop, literal = args
         if isinstance(literal, Mapping) and "property" in literal:
             prop, literal = literal, prop
+        return prop, literal
+
+    def _spatial(self, op: str, args: list[Any]) -> str:
+        prop, literal = self._property_and_literal(op, args)
         if not (isinstance(prop, Mapping) and prop.get("property") == "geometry"):
             raise InvalidQuery(f"{op!r} works on the 'geometry' property")
         wkb = geometry_wkb(literal)
@@ -255,11 +261,7 @@ class Compiler:
         raise InvalidQuery("temporal operators need a timestamp, date or interval literal")
 
     def _temporal(self, op: str, args: list[Any]) -> str:
-        if len(args) != 2:
-            raise InvalidQuery(f"{op!r} takes two arguments")
-        prop, literal = args
-        if isinstance(literal, Mapping) and "property" in literal:
-            prop, literal = literal, prop
+        prop, literal = self._property_and_literal(op, args)
         name = prop.get("property") if isinstance(prop, Mapping) else None
         if not self._is_time(name):
             raise InvalidQuery(f"{op!r} works on datetime, start_datetime or end_datetime")

@@ -191,6 +191,10 @@ def _image_type(href: str) -> str:
     return c.JPEG if href.lower().split("?")[0].endswith((".jpg", ".jpeg")) else c.PNG
 
 
+def _image_asset(href: str, title: str, role: str) -> dict[str, Any]:
+    return {"href": href, "type": _image_type(href), "title": title, "roles": [role]}
+
+
 def _assets(feature: Mapping[str, Any], props: Mapping[str, Any]) -> dict[str, Any]:
     assets: dict[str, Any] = {}
     download = _download(feature, props)
@@ -211,25 +215,11 @@ def _assets(feature: Mapping[str, Any], props: Mapping[str, Any]) -> dict[str, A
     thumbnail = props.get("thumbnail")
     quicklook = props.get("quicklook")
     if isinstance(thumbnail, str) and thumbnail:
-        assets["thumbnail"] = {
-            "href": thumbnail,
-            "type": _image_type(thumbnail),
-            "title": "Thumbnail",
-            "roles": ["thumbnail"],
-        }
+        assets["thumbnail"] = _image_asset(thumbnail, "Thumbnail", "thumbnail")
     if isinstance(quicklook, str) and quicklook:
-        assets["overview"] = {
-            "href": quicklook,
-            "type": _image_type(quicklook),
-            "title": "Quicklook",
-            "roles": ["overview"],
-        }
-        if "thumbnail" not in assets:
-            assets["thumbnail"] = {
-                **assets["overview"],
-                "title": "Thumbnail",
-                "roles": ["thumbnail"],
-            }
+        assets["overview"] = _image_asset(quicklook, "Quicklook", "overview")
+        # resto features often carry only a quicklook: it doubles as the thumbnail
+        assets.setdefault("thumbnail", _image_asset(quicklook, "Thumbnail", "thumbnail"))
     return assets
 
 
