@@ -260,3 +260,15 @@ def test_auth_token_and_protected_downloads() -> None:
         ok = httpx.get(href, headers={"Authorization": f"Bearer {token}"})
         assert ok.status_code == 200
         assert ok.content[:2] in (b"II", b"MM")
+
+
+def test_opensearch_description(sim: SimulatorServer) -> None:
+    import xml.etree.ElementTree as ET
+
+    response = get(sim, "/services/osdd/SoilMoisture")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/xml"
+    root = ET.fromstring(response.content)  # noqa: S314 - our own server on loopback
+    ns = {"os": "http://a9.com/-/spec/opensearch/1.1/"}
+    assert root.findtext("os:ShortName", namespaces=ns) == "SoilMoisture"
+    assert get(sim, "/services/osdd/Unknown").status_code == 404

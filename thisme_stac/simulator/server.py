@@ -470,6 +470,27 @@ class Resto:
         }
 
 
+def _osdd(base: str, collection: str | None) -> bytes:
+    """A minimal OpenSearch description; like resto 5 its template points to the describe route."""
+    name = collection or "thisme-simulator"
+    route = f"{base}/collections/{collection}.json" if collection else f"{base}/features.json"
+    template = route + (
+        "?q={searchTerms?}&amp;limit={count?}&amp;index={startIndex?}&amp;page={startPage?}"
+        "&amp;box={geo:box?}&amp;startDate={time:start?}&amp;completionDate={time:end?}"
+        "&amp;updated={dc:date?}&amp;lt={resto:lt?}&amp;gt={resto:gt?}&amp;pid={resto:pid?}"
+        "&amp;sort={resto:sort?}"
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<OpenSearchDescription xmlns="http://a9.com/-/spec/opensearch/1.1/">\n'
+        f" <ShortName>{name}</ShortName>\n"
+        f" <Description>{COLLECTION_FIELDS['Description']}</Description>\n"
+        f' <Url type="application/json" rel="results" template="{template}"/>\n'
+        ' <Query role="example" searchTerms="#Central-Italy"/>\n'
+        "</OpenSearchDescription>\n"
+    ).encode()
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: SimulatorHTTPServer
     protocol_version = "HTTP/1.1"
@@ -574,6 +595,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if path == "/collections":
             self._send(200, orjson.dumps(resto.collections(base)), head=head)
+            return
+        match = re.fullmatch(r"/services/osdd(?:/([A-Za-z][A-Za-z0-9]+))?", path)
+        if match:
+            if match.group(1) not in (None, resto.catalogue.collection):
+                raise RestoFailure(404, "Not Found")
+            xml = _osdd(base, match.group(1))
+            self._send(200, xml, "application/xml", head=head)
             return
         match = re.fullmatch(r"/collections/([A-Za-z][A-Za-z0-9]+)(\.json)?", path)
         if match:
