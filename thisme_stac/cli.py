@@ -12,7 +12,6 @@ from typing import Annotated
 
 import orjson
 import typer
-from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import Progress
 
@@ -98,12 +97,11 @@ def harvest(
     else:
         query = parse_urlq(f"collection={collection or settings.collection}")
     since_dt = parse_instant(since) if since else None
-    password = settings.password
     with (
         RestoClient(
             base,
             username=username or settings.username,
-            password=password if isinstance(password, SecretStr) else None,
+            password=settings.password,
             token=settings.token,
             timeout=settings.timeout,
             retries=settings.retries,
