@@ -69,7 +69,6 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE INDEX IF NOT EXISTS items_datetime ON items (datetime, id);
 CREATE INDEX IF NOT EXISTS items_coll_datetime ON items (collection, datetime, id);
 CREATE INDEX IF NOT EXISTS items_site ON items (site, orbit_state, datetime, id);
-CREATE INDEX IF NOT EXISTS items_id ON items (id);
 CREATE VIRTUAL TABLE IF NOT EXISTS items_rtree USING rtree (id, minx, maxx, miny, maxy);
 CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -184,10 +183,11 @@ class SQLiteStore:
                 conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA busy_timeout = 30000")
             if not self.readonly:
-                # items are ~3 KB of JSON: 16 KiB pages keep them out of overflow chains
-                # (only effective on a new, empty file)
-                conn.execute("PRAGMA page_size = 16384")
                 conn.execute("PRAGMA journal_mode = WAL")
+                # checkpoint (and fsync) every ~32 MB of WAL rather than every 4 MB: index pages
+                # rewritten by consecutive batches then reach the database file once
+                conn.execute("PRAGMA wal_autocheckpoint = 8192")
+                conn.execute("PRAGMA journal_size_limit = 67108864")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA case_sensitive_like = ON")
             conn.execute("PRAGMA cache_size = -32768")
@@ -549,6 +549,9 @@ class SQLiteStore:
             clauses.append(f"i.collection IN ({','.join('?' * len(request.collections))})")
             params += list(request.collections)
         if request.ids:
+            # (collection, id) is the unique index: give it the collections when none are asked
+            if not request.collections:
+                clauses.append("i.collection IN (SELECT collection FROM collection_extents)")
             clauses.append(f"i.id IN ({','.join('?' * len(request.ids))})")
             params += list(request.ids)
         if request.bbox:
