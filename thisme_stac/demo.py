@@ -54,6 +54,7 @@ def run_demo(*, workdir: str = "demo-output", port: int = 5252, console: Console
     with SimulatorServer(catalogue, host="127.0.0.1", port=_free(port)) as sim:
         console.print(f"THISME simulator (resto 5.0.0 API) at [cyan]{sim.url}[/]")
         console.print(f"store: [cyan]{store_path}[/]")
+        console.print(f'seed query (THISME address bar): -urlq "{SEED_URLQ}"', highlight=False)
         store = open_store(str(store_path))
         table = Table(
             "harvest", "fetched", "new", "updated", "unchanged", "skipped", "s", "items/s"
@@ -62,9 +63,9 @@ def run_demo(*, workdir: str = "demo-output", port: int = 5252, console: Console
             with RestoClient(sim.url) as client:
                 harvester = Harvester(client, store)
                 seed = harvester.harvest(parse_urlq(SEED_URLQ))
-                _report_row(table, f"-urlq {SEED_URLQ}", seed)
+                _report_row(table, "seed query", seed)
                 whole = harvester.harvest(parse_urlq("collection=SoilMoisture"))
-                _report_row(table, "collection=SoilMoisture", whole)
+                _report_row(table, "SoilMoisture", whole)
             console.print(table)
             request = build_search(
                 collections=["SoilMoisture"],
