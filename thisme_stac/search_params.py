@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,16 +21,27 @@ def parse_bbox(text: str) -> tuple[float, ...]:
     if len(parts) not in (4, 6):
         raise ConfigError(f"bbox needs 4 or 6 comma-separated numbers, got {text!r}")
     try:
-        values = tuple(float(p) for p in parts)
+        values = [float(p) for p in parts]
     except ValueError:
         raise ConfigError(f"bbox has a value that is not a number: {text!r}") from None
-    if not all(math.isfinite(v) for v in values):
-        raise ConfigError(f"bbox values must be finite: {text!r}")
-    half = len(values) // 2
-    west, south, east, north = values[0], values[1], values[half], values[half + 1]
+    return check_bbox(values)
+
+
+def check_bbox(values: Sequence[float]) -> tuple[float, ...]:
+    """Validate 4 or 6 bbox numbers (antimeridian crossing allowed: west > east)."""
+    if len(values) not in (4, 6):
+        raise ConfigError(f"bbox needs 4 or 6 numbers, got {len(values)}")
+    try:
+        numbers = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ConfigError("bbox values must be numbers") from None
+    if not all(math.isfinite(v) for v in numbers):
+        raise ConfigError("bbox values must be finite numbers")
+    half = len(numbers) // 2
+    west, south, east, north = numbers[0], numbers[1], numbers[half], numbers[half + 1]
     if not (-180 <= west <= 180 and -180 <= east <= 180 and -90 <= south <= north <= 90):
-        raise ConfigError(f"bbox is outside EPSG:4326 bounds or has south > north: {text!r}")
-    return values
+        raise ConfigError(f"bbox {list(numbers)} is outside EPSG:4326 bounds or has south > north")
+    return numbers
 
 
 def parse_instant(text: str) -> datetime:
@@ -98,40 +109,69 @@ def parse_sortby(text: str) -> list[SortField]:
     return fields
 
 
+def parse_geometry(value: str | Mapping[str, Any]) -> dict[str, Any]:
+    """A GeoJSON geometry (object or JSON text), checked with shapely."""
+    import shapely
+    from shapely.geometry import shape
+
+    geometry: Any = value
+    if isinstance(value, str):
+        try:
+            geometry = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise ConfigError("intersects must be a GeoJSON geometry object") from None
+    if not isinstance(geometry, Mapping) or not isinstance(geometry.get("type"), str):
+        raise ConfigError("intersects must be a GeoJSON geometry object")
+    try:
+        parsed = shape(geometry)
+    except Exception as err:  # shapely raises several types for malformed coordinates
+        raise ConfigError(f"intersects is not a valid GeoJSON geometry: {err}") from None
+    if parsed.is_empty:
+        raise ConfigError("intersects is an empty geometry")
+    if not shapely.is_valid(parsed):
+        reason = shapely.is_valid_reason(parsed)
+        raise ConfigError(f"intersects is not a valid geometry: {reason}")
+    return dict(geometry)
+
+
 def build_search(
     *,
     collections: Sequence[str] | None = None,
     ids: Sequence[str] | None = None,
-    bbox: str | None = None,
-    intersects: str | None = None,
+    bbox: str | Sequence[float] | None = None,
+    intersects: str | Mapping[str, Any] | None = None,
     datetime_text: str | None = None,
-    filter_text: str | None = None,
+    filter_text: str | Mapping[str, Any] | None = None,
     filter_lang: str | None = None,
     q: Sequence[str] | None = None,
-    sortby: str | None = None,
+    sortby: str | Sequence[SortField] | None = None,
     limit: int = 10,
     token: str | None = None,
 ) -> SearchRequest:
-    """Build a SearchRequest from textual parameters, raising ConfigError on bad input."""
-    geometry: dict[str, Any] | None = None
-    if intersects:
-        try:
-            geometry = orjson.loads(intersects)
-        except orjson.JSONDecodeError:
-            raise ConfigError("intersects must be a GeoJSON geometry object") from None
-        if not isinstance(geometry, dict) or "type" not in geometry:
-            raise ConfigError("intersects must be a GeoJSON geometry object")
+    """Build a SearchRequest from textual or decoded parameters; ConfigError on bad input."""
     if limit < 1:
         raise ConfigError("limit must be at least 1")
+    if bbox is not None and intersects is not None:
+        raise ConfigError("bbox and intersects cannot be used together")
+    if isinstance(filter_text, Mapping):
+        filter_json: dict[str, Any] | None = parse_filter(
+            orjson.dumps(filter_text).decode(), filter_lang or "cql2-json"
+        )
+    else:
+        filter_json = parse_filter(filter_text, filter_lang) if filter_text else None
     return SearchRequest(
         collections=list(collections) if collections else None,
         ids=list(ids) if ids else None,
-        bbox=parse_bbox(bbox) if bbox else None,
-        intersects=geometry,
+        bbox=(parse_bbox(bbox) if isinstance(bbox, str) else check_bbox(bbox))
+        if bbox is not None
+        else None,
+        intersects=parse_geometry(intersects) if intersects is not None else None,
         datetime=parse_datetime(datetime_text) if datetime_text else None,
-        filter=parse_filter(filter_text, filter_lang) if filter_text else None,
+        filter=filter_json,
         q=list(q) if q else None,
-        sortby=parse_sortby(sortby) if sortby else None,
+        sortby=(parse_sortby(sortby) if isinstance(sortby, str) else list(sortby))
+        if sortby
+        else None,
         limit=limit,
         token=token,
     )
