@@ -7,10 +7,10 @@ PYTEST_ARGS ?=
 
 .PHONY: install demo test lint typecheck check examples clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml api/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev]" -e ./api
 	touch $(STAMP)
 
 install: $(STAMP)

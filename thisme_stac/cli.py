@@ -1,4 +1,4 @@
-"""`thisme-stac` command line: harvest | search | simulate | demo.
+"""`thisme-stac` command line: harvest | search | serve | simulate | demo.
 
 Data goes to stdout (STAC JSON, reports), logs and progress to stderr. Every user error ends as
 one ``error: ...`` line on stderr and a non-zero exit code.
@@ -247,10 +247,14 @@ def demo(
 
 
 def _register() -> None:
+    from thisme_stac.serve import serve
     from thisme_stac.simulator.command import simulate
 
-    if "simulate" not in {c.name for c in app.registered_commands}:
+    registered = {c.name for c in app.registered_commands}
+    if "simulate" not in registered:
         app.command("simulate")(simulate)
+    if "serve" not in registered:
+        app.command("serve")(serve)
 
 
 def main(argv: list[str] | None = None) -> None:
