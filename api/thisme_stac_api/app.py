@@ -33,7 +33,11 @@ from stac_fastapi.extensions import (
 )
 from stac_fastapi.extensions.fields import FieldsConformanceClasses
 from stac_fastapi.extensions.free_text import FreeTextConformanceClasses
-from stac_fastapi.extensions.sort import ItemCollectionSortExtension, SearchSortExtension
+from stac_fastapi.extensions.sort import (
+    ItemCollectionSortExtension,
+    SearchSortExtension,
+    SortConformanceClasses,
+)
 from stac_fastapi.types.extension import ApiExtension
 from stac_fastapi.types.search import BaseSearchPostRequest
 from starlette.middleware import Middleware
@@ -50,6 +54,11 @@ from thisme_stac_api.core import JSONBody, StoreCoreClient, blocking
 from thisme_stac_api.errors import add_error_handlers
 from thisme_stac_api.filters import StoreFiltersClient
 from thisme_stac_api.transactions import StoreTransactionsClient, api_key_dependency
+
+#: Sort 1.0.0 has the same ``sortby`` semantics as 1.1.0; clients such as pystac-client only
+#: recognise the 1.0 URIs, so both are advertised.
+SORT_V1_0_SEARCH = "https://api.stacspec.org/v1.0.0/item-search#sort"
+SORT_V1_0_FEATURES = "https://api.stacspec.org/v1.0.0/ogcapi-features#sort"
 
 WRITE_SCOPES: list[Scope] = [
     {"path": "/collections", "method": "POST"},
@@ -79,14 +88,18 @@ def _extensions(store: Store) -> tuple[list[ApiExtension], list[ApiExtension]]:
     search: list[ApiExtension] = [
         FieldsExtension(),
         SearchFilterExtension(client=filters),
-        SearchSortExtension(),
+        SearchSortExtension(
+            conformance_classes=[SORT_V1_0_SEARCH, SortConformanceClasses.ITEM_SEARCH_SORT]
+        ),
         FreeTextExtension(),
         TokenPaginationExtension(),
     ]
     items: list[ApiExtension] = [
         FieldsExtension(conformance_classes=[FieldsConformanceClasses.ITEMS]),
         ItemCollectionFilterExtension(client=filters),
-        ItemCollectionSortExtension(),
+        ItemCollectionSortExtension(
+            conformance_classes=[SORT_V1_0_FEATURES, SortConformanceClasses.FEATURES_SORT]
+        ),
         FreeTextExtension(conformance_classes=[FreeTextConformanceClasses.ITEMS]),
         TokenPaginationExtension(),
     ]
