@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -492,3 +493,55 @@ def test_transactions_need_the_key(tmp_path: Path, items: list[dict[str, Any]]) 
         assert httpx.delete(f"{url}/{new['id']}", headers={"X-API-Key": key}).status_code == 204
         assert get(server, f"/collections/SoilMoisture/items/{new['id']}").status_code == 404
         assert httpx.delete(f"{url}/{new['id']}", headers={"X-API-Key": key}).status_code == 404
+
+
+# --- command line --------------------------------------------------------------------------------
+def test_serve_command_serves_and_fails_cleanly(
+    catalogue: tuple[Path, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+    import time
+
+    missing = subprocess.run(
+        [sys.executable, "-m", "thisme_stac", "serve", "--store", str(tmp_path / "none.sqlite")],
+        capture_output=True,
+        timeout=60,
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.decode().strip().splitlines() == [
+        f"error: no store at {tmp_path / 'none.sqlite'}"
+    ]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "thisme_stac",
+            "serve",
+            "--store",
+            str(catalogue[0]),
+            "--port",
+            str(port),
+        ],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                landing = httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert landing.status_code == 200
+        assert landing.json()["id"] == "thisme"
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=20)
+    assert f"at http://localhost:{port}/" in err.decode()
+    assert "Traceback" not in err.decode()

@@ -239,11 +239,15 @@ def search(
 def demo(
     workdir: Annotated[str, typer.Option(help="Where the demo writes its store.")] = "demo-output",
     port: Annotated[int, typer.Option(help="Simulator port (0 = any free port).")] = 5252,
+    api_port: Annotated[int, typer.Option(help="STAC API port (0 = any free port).")] = 8080,
+    serve: Annotated[
+        bool, typer.Option(help="Keep serving the STAC API until Ctrl-C at the end.")
+    ] = True,
 ) -> None:
-    """Offline demo: start the THISME simulator, harvest it, query the store."""
+    """Offline demo: simulator -> harvest -> search -> STAC API (until Ctrl-C)."""
     from thisme_stac.demo import run_demo
 
-    run_demo(workdir=workdir, port=port, console=stderr)
+    run_demo(workdir=workdir, port=port, api_port=api_port, serve=serve, console=stderr)
 
 
 def _register() -> None:

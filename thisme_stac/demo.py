@@ -42,8 +42,16 @@ def _free(port: int) -> int:
     return port
 
 
-def run_demo(*, workdir: str = "demo-output", port: int = 5252, console: Console) -> None:
-    """Simulator -> harvest (seed query, then the whole collection) -> search -> sample Item."""
+def run_demo(
+    *,
+    workdir: str = "demo-output",
+    port: int = 5252,
+    api_port: int = 8080,
+    serve: bool = True,
+    console: Console,
+) -> None:
+    """Simulator -> harvest (seed query, then the whole collection) -> search -> sample Item
+    -> STAC API over the store, serving until Ctrl-C (``serve=False`` stops after the search)."""
     from thisme_stac.simulator import GeneratedCatalogue, SimulatorServer
 
     out = Path(workdir)
@@ -80,13 +88,64 @@ def run_demo(*, workdir: str = "demo-output", port: int = 5252, console: Console
             )
         finally:
             store.close()
-    if page.items:
-        console.print("A sample STAC Item (stdout):")
-        sys.stdout.write(orjson.dumps(page.items[0], option=orjson.OPT_INDENT_2).decode() + "\n")
-    console.print("Search it yourself (run the demo again: nothing new is fetched):")
+        if page.items:
+            console.print("A sample STAC Item (stdout):")
+            sys.stdout.write(
+                orjson.dumps(page.items[0], option=orjson.OPT_INDENT_2).decode() + "\n"
+            )
+        console.print("Search it yourself (run the demo again: nothing new is fetched):")
+        console.print(
+            f"  thisme-stac search --store {store_path} --q Central-Italy "
+            "--datetime 2020-01-01/2020-02-01 --limit 5",
+            soft_wrap=True,
+            highlight=False,
+        )
+        if serve:
+            _serve_api(store_path, _free(api_port), console)
+
+
+def _serve_api(store_path: Path, port: int, console: Console) -> None:
+    """Run the STAC API until Ctrl-C, after checking it answers a search."""
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from thisme_stac.serve import build_app
+
+    app, _ = build_app(str(store_path))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not server.started:
+        console.print("[red]the STAC API did not start[/]")
+        return
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{bound}/"
+    found = httpx.get(f"{url}search", params={"q": "Central-Italy", "limit": 1}, timeout=30).json()
+    console.rule("[bold]STAC API")
+    console.print(f"STAC API:  [cyan]{url}[/]")
+    console.print(f"OpenAPI:   [cyan]{url}api.html[/]")
     console.print(
-        f"  thisme-stac search --store {store_path} --q Central-Italy "
-        "--datetime 2020-01-01/2020-02-01 --limit 5",
+        f"search:    [cyan]{url}search?q=Central-Italy[/] ({found['numberMatched']:,} maps)"
+    )
+    console.print(
+        f'pystac-client: Client.open("{url}").search(q=["Central-Italy"])',
         soft_wrap=True,
         highlight=False,
     )
+    console.print("Serving until Ctrl-C.")
+    try:
+        while thread.is_alive():
+            thread.join(0.5)
+    except KeyboardInterrupt:
+        console.print("stopping")
+    finally:
+        server.should_exit = True
+        thread.join(10)
