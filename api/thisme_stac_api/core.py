@@ -6,7 +6,10 @@ Responses are serialised once with orjson (no per-field encoding by FastAPI).
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -16,7 +19,6 @@ from fastapi import Request
 from stac_fastapi.types.core import AsyncBaseCoreClient
 from stac_fastapi.types.errors import NotFoundError
 from stac_fastapi.types.search import BaseSearchPostRequest
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from thisme_stac.errors import ConfigError
@@ -50,9 +52,15 @@ class SchemaBody(JSONBody):
     media_type = L.SCHEMA_TYPE
 
 
+#: Store calls run on a few long-lived threads: each keeps one SQLite connection (and its page
+#: cache) for the life of the process, so memory stays bounded whatever the request rate.
+STORE_THREADS = int(os.environ.get("THISME_STORE_THREADS", "4"))
+_executor = ThreadPoolExecutor(max_workers=max(STORE_THREADS, 1), thread_name_prefix="store")
+
+
 async def blocking(func: Callable[..., T], *args: Any) -> T:
-    """Run a store call in the thread pool."""
-    return await run_in_threadpool(func, *args)
+    """Run a blocking store call off the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(_executor, func, *args)
 
 
 def _sort_fields(values: Sequence[Any] | None) -> list[SortField] | None:

@@ -195,6 +195,11 @@ class Compiler:
         return f"({left} {COMPARISONS[op]} {right})"
 
     def _like(self, op: str, args: list[Any]) -> str:
+        pattern = args[1] if len(args) == 2 else None
+        if isinstance(pattern, Mapping) and set(pattern) <= {"casei", "accenti"}:
+            pattern = next(iter(pattern.values()), None)
+        if not isinstance(pattern, str):
+            raise InvalidQuery("'like' needs a text pattern as its second argument")
         left, right = self._pair(args, 2)
         return f"({left} LIKE {right} ESCAPE '\\')"
 

@@ -554,30 +554,6 @@ class SQLiteStore:
                 clauses.append("i.collection IN (SELECT collection FROM collection_extents)")
             clauses.append(f"i.id IN ({','.join('?' * len(request.ids))})")
             params += list(request.ids)
-        if request.bbox:
-            box = [float(v) for v in request.bbox]
-            if len(box) not in (4, 6):
-                raise InvalidQuery("bbox needs 4 or 6 numbers")
-            half = len(box) // 2
-            west, south, east, north = box[0], box[1], box[half], box[half + 1]
-            if south > north:
-                raise InvalidQuery("bbox south is greater than north")
-            parts = [(west, east)] if west <= east else [(west, 180.0), (-180.0, east)]
-            ors = []
-            for lo, hi in parts:
-                wkb = bytes(shapely.box(lo, south, hi, north).wkb)
-                ors.append(
-                    "(i.rid IN (SELECT id FROM items_rtree WHERE minx <= ? AND maxx >= ? "
-                    "AND miny <= ? AND maxy >= ?) AND thisme_spatial('intersects', i.geometry, ?))"
-                )
-                params += [hi, lo, north, south, wkb]
-            clauses.append("(" + " OR ".join(ors) + ")")
-        if request.intersects:
-            sql, extra = compile_filter(
-                {"op": "s_intersects", "args": [{"property": "geometry"}, request.intersects]}
-            )
-            clauses.append(sql)
-            params += extra
         if request.datetime:
             start, end = request.datetime
             if start is not None:
@@ -595,6 +571,35 @@ class SQLiteStore:
             sql, extra = compile_filter(request.filter)
             clauses.append(sql)
             params += extra
+        # spatial tests (Python functions) last, so cheap column tests discard rows first
+        spatial: list[str] = []
+        spatial_params: list[Any] = []
+        if request.bbox:
+            box = [float(v) for v in request.bbox]
+            if len(box) not in (4, 6):
+                raise InvalidQuery("bbox needs 4 or 6 numbers")
+            half = len(box) // 2
+            west, south, east, north = box[0], box[1], box[half], box[half + 1]
+            if south > north:
+                raise InvalidQuery("bbox south is greater than north")
+            parts = [(west, east)] if west <= east else [(west, 180.0), (-180.0, east)]
+            ors = []
+            for lo, hi in parts:
+                wkb = bytes(shapely.box(lo, south, hi, north).wkb)
+                ors.append(
+                    "(i.rid IN (SELECT id FROM items_rtree WHERE minx <= ? AND maxx >= ? "
+                    "AND miny <= ? AND maxy >= ?) AND thisme_spatial('intersects', i.geometry, ?))"
+                )
+                spatial_params += [hi, lo, north, south, wkb]
+            spatial.append("(" + " OR ".join(ors) + ")")
+        if request.intersects:
+            sql, extra = compile_filter(
+                {"op": "s_intersects", "args": [{"property": "geometry"}, request.intersects]}
+            )
+            spatial.append(sql)
+            spatial_params += extra
+        clauses += spatial
+        params += spatial_params
         return (" AND ".join(clauses) or "1"), params
 
     def queryables(self, collection_id: str | None = None) -> JSON:
