@@ -113,7 +113,8 @@ def parse_sortby(text: str) -> list[SortField]:
 def parse_geometry(value: str | Mapping[str, Any]) -> dict[str, Any]:
     """A GeoJSON geometry (object or JSON text), checked with shapely."""
     import shapely
-    from shapely.geometry import shape
+
+    from thisme_stac.store.cql2sql import InvalidQuery, geometry_wkb
 
     geometry: Any = value
     if isinstance(value, str):
@@ -124,11 +125,9 @@ def parse_geometry(value: str | Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(geometry, Mapping) or not isinstance(geometry.get("type"), str):
         raise ConfigError("intersects must be a GeoJSON geometry object")
     try:
-        parsed = shape(geometry)
-    except Exception as err:  # shapely raises several types for malformed coordinates
-        raise ConfigError(f"intersects is not a valid GeoJSON geometry: {err}") from None
-    if parsed.is_empty:
-        raise ConfigError("intersects is an empty geometry")
+        parsed = shapely.from_wkb(geometry_wkb(geometry))
+    except InvalidQuery as err:
+        raise ConfigError(f"intersects: {err}") from None
     if not shapely.is_valid(parsed):
         reason = shapely.is_valid_reason(parsed)
         raise ConfigError(f"intersects is not a valid geometry: {reason}")
