@@ -3,6 +3,7 @@ are already applied to ``request.base_url`` by the middleware stack)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
@@ -30,8 +31,11 @@ def request_url(request: Request) -> str:
     return str(request.url)
 
 
+_SAFE = re.compile(r"^[A-Za-z0-9._~-]*$")
+
+
 def _segment(value: str) -> str:
-    return quote(value, safe="")
+    return value if _SAFE.match(value) else quote(value, safe="")
 
 
 def collection_url(base: str, collection_id: str) -> str:
@@ -54,11 +58,10 @@ def _kept(links: Iterable[Any] | None) -> list[dict[str, Any]]:
 
 
 def item_links(base: str, item: dict[str, Any]) -> list[dict[str, Any]]:
-    collection_id = str(item.get("collection", ""))
-    item_id = str(item.get("id", ""))
-    collection = collection_url(base, collection_id)
+    collection = collection_url(base, str(item.get("collection", "")))
+    self_href = f"{collection}/items/{_segment(str(item.get('id', '')))}"
     return [
-        {"rel": "self", "type": GEOJSON_TYPE, "href": item_url(base, collection_id, item_id)},
+        {"rel": "self", "type": GEOJSON_TYPE, "href": self_href},
         {"rel": "parent", "type": JSON_TYPE, "href": collection},
         {"rel": "collection", "type": JSON_TYPE, "href": collection},
         {"rel": "root", "type": JSON_TYPE, "href": base},
