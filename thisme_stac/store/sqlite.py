@@ -505,9 +505,6 @@ class SQLiteStore:
             sort.append(SortField("id", sort[-1].direction))
         keys = [property_sql(s.field) for s in sort]
         conn = self._conn()
-        matched = int(
-            conn.execute(f"SELECT count(*) FROM items i WHERE {where}", params).fetchone()[0]
-        )
         fingerprint = self._fingerprint(request)
         page_where, page_params = where, list(params)
         if request.token:
@@ -522,6 +519,12 @@ class SQLiteStore:
             [*page_params, request.limit + 1],
         ).fetchall()
         more = len(rows) > request.limit
+        if request.token is None and not more:
+            matched = len(rows)  # a first page that holds every match: no count query
+        else:
+            matched = int(
+                conn.execute(f"SELECT count(*) FROM items i WHERE {where}", params).fetchone()[0]
+            )
         rows = rows[: request.limit]
         items = [orjson.loads(r[0]) for r in rows]
         token = _encode_token(fingerprint, list(rows[-1][1:])) if more and rows else None
