@@ -200,3 +200,34 @@ def test_not_a_store_is_a_clean_error(tmp_path: Path) -> None:
         open_store(str(bogus))
     with pytest.raises(StoreError, match="no store"):
         open_store(str(tmp_path / "missing.sqlite"), create=False)
+
+
+def test_schema_1_store_is_migrated_to_the_space_time_tree(tmp_path: Path) -> None:
+    import sqlite3
+
+    items = simulated_items(step=97)
+    path = tmp_path / "old.sqlite"
+    db = SQLiteStore(path)
+    db.upsert_items(items)
+    request = SearchRequest(
+        bbox=(8.0, 38.0, 16.0, 46.0),
+        datetime=(datetime(2019, 1, 1, tzinfo=UTC), datetime(2020, 6, 30, tzinfo=UTC)),
+        limit=1000,
+    )
+    expected = [i["id"] for i in db.search(request).items]
+    db.close()
+    assert expected
+    # rewrite the file as schema 1 had it: a 2-D tree
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE VIRTUAL TABLE old_tree USING rtree (id, minx, maxx, miny, maxy);"
+        "INSERT INTO old_tree SELECT id, minx, maxx, miny, maxy FROM items_rtree;"
+        "DROP TABLE items_rtree; ALTER TABLE old_tree RENAME TO items_rtree;"
+        "PRAGMA user_version = 1;"
+    )
+    conn.close()
+    db = SQLiteStore(path)
+    columns = [r[1] for r in db._conn().execute("PRAGMA table_info(items_rtree)")]
+    assert columns == ["id", "minx", "maxx", "miny", "maxy", "mint", "maxt"]
+    assert [i["id"] for i in db.search(request).items] == expected
+    db.close()

@@ -31,7 +31,9 @@ from thisme_stac.store.cql2sql import (
 
 __all__ = ["InvalidQuery", "SQLiteStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: R*Tree time axis: days since 1970 (float32 in the tree, rounded outwards by SQLite).
+DAY_MICROS = 86_400_000_000
 SUMMARY_FIELDS = ("thisme:site", "platform", "sat:orbit_state", "sat:relative_orbit")
 DEFAULT_SORT = (SortField("datetime", "desc"), SortField("id", "desc"))
 CHUNK = 500
@@ -69,7 +71,7 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE INDEX IF NOT EXISTS items_datetime ON items (datetime, id);
 CREATE INDEX IF NOT EXISTS items_coll_datetime ON items (collection, datetime, id);
 CREATE INDEX IF NOT EXISTS items_site ON items (site, orbit_state, datetime, id);
-CREATE VIRTUAL TABLE IF NOT EXISTS items_rtree USING rtree (id, minx, maxx, miny, maxy);
+CREATE VIRTUAL TABLE IF NOT EXISTS items_rtree USING rtree (id, minx, maxx, miny, maxy, mint, maxt);
 CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -160,6 +162,8 @@ class SQLiteStore:
                 )
             if version < SCHEMA_VERSION and not readonly:
                 with self._write_lock:
+                    if version == 1:
+                        _migrate_1_to_2(conn)
                     conn.executescript(SCHEMA)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as err:
@@ -388,7 +392,7 @@ class SQLiteStore:
             found = existing.get(key)
             if found is None:
                 inserts.append((next_rid, row["collection"], row["id"], *values))
-                boxes.append((next_rid, minx, maxx, miny, maxy))
+                boxes.append((next_rid, minx, maxx, miny, maxy, *_days(row)))
                 existing[key] = (next_rid, row["hash"])
                 next_rid += 1
                 result.new += 1
@@ -397,7 +401,7 @@ class SQLiteStore:
                 result.unchanged += 1
             else:
                 updates.append((*values, found[0]))
-                box_updates.append((minx, maxx, miny, maxy, found[0]))
+                box_updates.append((minx, maxx, miny, maxy, *_days(row), found[0]))
                 existing[key] = (found[0], row["hash"])
                 result.updated += 1
                 result.updated_ids.append(row["id"])
@@ -407,14 +411,15 @@ class SQLiteStore:
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             inserts,
         )
-        conn.executemany("INSERT INTO items_rtree VALUES (?,?,?,?,?)", boxes)
+        conn.executemany("INSERT INTO items_rtree VALUES (?,?,?,?,?,?,?)", boxes)
         conn.executemany(
             "UPDATE items SET datetime=?, end_datetime=?, site=?, orbit_state=?, "
             "relative_orbit=?, platform=?, text=?, geometry=?, hash=?, content=? WHERE rid = ?",
             updates,
         )
         conn.executemany(
-            "UPDATE items_rtree SET minx=?, maxx=?, miny=?, maxy=? WHERE id = ?", box_updates
+            "UPDATE items_rtree SET minx=?, maxx=?, miny=?, maxy=?, mint=?, maxt=? WHERE id = ?",
+            box_updates,
         )
 
     @staticmethod
@@ -586,14 +591,23 @@ class SQLiteStore:
             if south > north:
                 raise InvalidQuery("bbox south is greater than north")
             parts = [(west, east)] if west <= east else [(west, 180.0), (-180.0, east)]
+            # the tree's time axis narrows space and time at once; the exact datetime test
+            # above and the exact geometry test below keep results exact
+            t_lo, t_hi = -1e9, 1e9
+            if request.datetime:
+                if request.datetime[0] is not None:
+                    t_lo = micros(request.datetime[0]) / DAY_MICROS
+                if request.datetime[1] is not None:
+                    t_hi = micros(request.datetime[1]) / DAY_MICROS
             ors = []
             for lo, hi in parts:
                 wkb = bytes(shapely.box(lo, south, hi, north).wkb)
                 ors.append(
                     "(i.rid IN (SELECT id FROM items_rtree WHERE minx <= ? AND maxx >= ? "
-                    "AND miny <= ? AND maxy >= ?) AND thisme_spatial('intersects', i.geometry, ?))"
+                    "AND miny <= ? AND maxy >= ? AND mint <= ? AND maxt >= ?) "
+                    "AND thisme_spatial('intersects', i.geometry, ?))"
                 )
-                spatial_params += [hi, lo, north, south, wkb]
+                spatial_params += [hi, lo, north, south, t_hi, t_lo, wkb]
             spatial.append("(" + " OR ".join(ors) + ")")
         if request.intersects:
             sql, extra = compile_filter(
@@ -668,6 +682,32 @@ def _after(keys: list[str], directions: list[str], last: list[Any]) -> tuple[str
         params.append(last[n])
         ors.append("(" + " AND ".join(parts) + ")")
     return "(" + " OR ".join(ors) + ")", params
+
+
+def _days(row: dict[str, Any]) -> tuple[float, float]:
+    return row["datetime"] / DAY_MICROS, row["end_datetime"] / DAY_MICROS
+
+
+def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+    """Schema 2 adds a time axis to the R*Tree (rebuilt from the items, in one transaction)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "CREATE VIRTUAL TABLE items_rtree_t USING rtree "
+            "(id, minx, maxx, miny, maxy, mint, maxt)"
+        )
+        conn.execute(
+            "INSERT INTO items_rtree_t SELECT r.id, r.minx, r.maxx, r.miny, r.maxy, "
+            f"i.datetime / {float(DAY_MICROS)}, i.end_datetime / {float(DAY_MICROS)} "
+            "FROM items_rtree r JOIN items i ON i.rid = r.id"
+        )
+        conn.execute("DROP TABLE items_rtree")
+        conn.execute("ALTER TABLE items_rtree_t RENAME TO items_rtree")
+        conn.execute("PRAGMA user_version = 2")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _from_micros(value: int) -> datetime:
