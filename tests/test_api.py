@@ -246,7 +246,7 @@ def test_search_equals_brute_force(api: ApiServer, items: list[dict[str, Any]]) 
     sites = sorted({i["properties"]["thisme:site"] for i in items})
     rng = random.Random(20261125)
     with httpx.Client(base_url=api.url, timeout=30) as http:
-        for _ in range(150):
+        for _ in range(200):
             body = _random_body(rng, sites)
             expected = _reference(items, body)
             got: list[str] = []
