@@ -195,7 +195,6 @@ class SQLiteStore:
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA case_sensitive_like = ON")
             conn.execute("PRAGMA cache_size = -32768")
-            conn.execute("PRAGMA mmap_size = 67108864")
         except sqlite3.DatabaseError as err:
             raise StoreError(f"cannot open store {self.path}: {err}") from None
         conn.create_function("thisme_spatial", 3, _spatial, deterministic=True)
