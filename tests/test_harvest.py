@@ -336,3 +336,49 @@ def test_cli_single_dash_urlq_then_search(sim: SimulatorServer, tmp_path: Path) 
     assert bad.stderr.decode().strip().splitlines() == [
         "error: bbox needs 4 or 6 comma-separated numbers, got '1,2,3'"
     ]
+
+
+def test_periodic_harvest_runs_again_until_stopped(sim: SimulatorServer, tmp_path: Path) -> None:
+    store_path = tmp_path / "periodic.sqlite"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "thisme_stac",
+            "harvest",
+            "--resto-url",
+            sim.url,
+            "--urlq",
+            SEED,
+            "--store",
+            str(store_path),
+            "--every",
+            "1s",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert process.stderr is not None
+        while sum("next harvest in 1s" in line for line in lines) < 2:
+            line = process.stderr.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
+    assert process.returncode == 130
+    db = open_store(str(store_path))
+    try:
+        assert db.count_items() == sim.catalogue.count("Central-Italy")
+    finally:
+        db.close()
+    bad = subprocess.run(
+        [sys.executable, "-m", "thisme_stac", "harvest", "--every", "soon"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == "error: --every needs a number and a unit (s, m, h, d), got 'soon'"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Annotated
 
 import orjson
@@ -15,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from thisme_stac.errors import ThismeError
+from thisme_stac.errors import ConfigError, ThismeError
 from thisme_stac.harvest import HarvestReport
 from thisme_stac.settings import ThismeSettings
 
@@ -82,8 +83,35 @@ def harvest(
     json_report: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON on stdout.")
     ] = False,
+    every: Annotated[
+        str | None,
+        typer.Option(help="Run again at this interval (e.g. 1d, 6h, 30m) until stopped."),
+    ] = None,
 ) -> None:
     """Harvest a THISME (resto) query into a STAC store, incrementally and resumably."""
+    if every is not None:
+        interval = parse_interval(every)
+        while True:
+            try:
+                harvest(
+                    urlq,
+                    resto_url,
+                    collection,
+                    store,
+                    since,
+                    full,
+                    page_size,
+                    username,
+                    strict,
+                    json_report,
+                    None,
+                )
+            except ThismeError as err:
+                # a periodic harvester outlives a failed run: the next run resumes it
+                stderr.print(f"error: {' '.join(str(err).split())}")
+            since, full = None, False
+            stderr.print(f"next harvest in {every}")
+            time.sleep(interval)
     from thisme_stac.harvest import Harvester, PageProgress
     from thisme_stac.resto.client import RestoClient
     from thisme_stac.resto.query import parse_urlq
@@ -132,6 +160,21 @@ def harvest(
         raise ThismeError(f"harvest incomplete ({report.fetched} items kept): {report.error}")
     if strict and report.skipped:
         raise ThismeError(f"{report.skipped} product(s) skipped (see the report)")
+
+
+def parse_interval(text: str) -> float:
+    """``90s``, ``30m``, ``6h``, ``1d`` -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    value = text.strip().lower()
+    if len(value) < 2 or value[-1] not in units:
+        raise ConfigError(f"--every needs a number and a unit (s, m, h, d), got {text!r}")
+    try:
+        number = float(value[:-1])
+    except ValueError:
+        raise ConfigError(f"--every needs a number and a unit (s, m, h, d), got {text!r}") from None
+    if not number > 0:
+        raise ConfigError(f"--every must be positive, got {text!r}")
+    return number * units[value[-1]]
 
 
 def _progress() -> Progress:
