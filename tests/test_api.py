@@ -341,8 +341,11 @@ def test_fields_keep_geojson_media_type(api: ApiServer) -> None:
     response = get(api, "/search?limit=2&fields=id,properties.thisme:site,-geometry")
     assert response.headers["content-type"] == "application/geo+json"
     feature = response.json()["features"][0]
-    assert "geometry" not in feature
-    assert set(feature["properties"]) == {"datetime", "thisme:site"}
+    assert set(feature) == {"id", "properties"}
+    assert set(feature["properties"]) == {"thisme:site"}
+    default = get(api, "/search?limit=1&fields=").json()["features"][0]
+    assert set(default) >= {"id", "geometry", "assets", "links"}
+    assert set(default["properties"]) == {"datetime"}
     post = httpx.post(
         f"{api.url}search", json={"limit": 1, "fields": {"exclude": ["assets"]}}, timeout=30
     )

@@ -80,6 +80,8 @@ class SearchPostRequest(BaseSearchPostRequest):
     def _object(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             raise ValueError("the request body must be a JSON object")
+        if "fields" in data and data["fields"] is None:
+            raise ValueError("fields must be an object with include and/or exclude arrays")
         return data
 
 

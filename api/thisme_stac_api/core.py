@@ -19,7 +19,7 @@ from fastapi import Request
 from stac_fastapi.types.core import AsyncBaseCoreClient
 from stac_fastapi.types.errors import NotFoundError
 from stac_fastapi.types.search import BaseSearchPostRequest
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from thisme_stac.errors import ConfigError
 from thisme_stac.search_params import build_search, parse_datetime
@@ -33,7 +33,7 @@ T = TypeVar("T")
 EXTRA_SORTABLE = frozenset({"start_datetime", "end_datetime", "created", "updated"})
 
 
-class JSONBody(Response):
+class JSONBody(JSONResponse):
     """``application/json`` serialised with orjson."""
 
     media_type = L.JSON_TYPE
@@ -61,6 +61,17 @@ _executor = ThreadPoolExecutor(max_workers=max(STORE_THREADS, 1), thread_name_pr
 async def blocking(func: Callable[..., T], *args: Any) -> T:
     """Run a blocking store call off the event loop."""
     return await asyncio.get_running_loop().run_in_executor(_executor, func, *args)
+
+
+#: (include, exclude) of the fields extension; None = no ``fields`` asked: whole items.
+FieldsSpec = tuple[set[str] | None, set[str]]
+
+
+def _get_fields(request: Request, fields: list[str] | None) -> FieldsSpec | None:
+    """GET ``fields``: absent -> whole items; ``fields=`` -> the default set."""
+    if "fields" not in request.query_params:
+        return None
+    return split_fields(fields or ())
 
 
 def _sort_fields(values: Sequence[Any] | None) -> list[SortField] | None:
@@ -255,7 +266,7 @@ class StoreCoreClient(AsyncBaseCoreClient):
             },
             {"rel": "parent", "type": L.JSON_TYPE, "href": L.collection_url(base, collection_id)},
         ]
-        return await self._run(request, search, fields, extra_links=extra)
+        return await self._run(request, search, _get_fields(request, fields), extra_links=extra)
 
     # --- search ------------------------------------------------------------------------------
     async def get_search(  # type: ignore[override]
@@ -288,17 +299,19 @@ class StoreCoreClient(AsyncBaseCoreClient):
             limit=self._limit(limit),
             token=token,
         )
-        return await self._run(request, search, fields)
+        return await self._run(request, search, _get_fields(request, fields))
 
     async def post_search(  # type: ignore[override]
         self, search_request: BaseSearchPostRequest, request: Request, **kwargs: Any
     ) -> Response:
         body = search_request.model_dump(mode="json", by_alias=True, exclude_unset=True)
         intersects = body.get("intersects")
+        # stac-fastapi fills an absent ``fields`` with an empty model: look at what was sent
+        spec: FieldsSpec | None = None
         fields = getattr(search_request, "fields", None)
-        field_list: list[str] | None = None
-        if fields is not None:
-            field_list = [*(fields.include or ()), *(f"-{f}" for f in fields.exclude or ())]
+        if fields is not None and "fields" in search_request.model_fields_set:
+            include = set(fields.include or ()) if "include" in fields.model_fields_set else None
+            spec = (include, set(fields.exclude or ()))
         search = build_search(
             collections=search_request.collections,
             ids=search_request.ids,
@@ -312,13 +325,13 @@ class StoreCoreClient(AsyncBaseCoreClient):
             limit=self._limit(search_request.limit),
             token=getattr(search_request, "token", None),
         )
-        return await self._run(request, search, field_list, post_body=body)
+        return await self._run(request, search, spec, post_body=body)
 
     async def _run(
         self,
         request: Request,
         search: SearchRequest,
-        fields: list[str] | None,
+        fields: FieldsSpec | None,
         *,
         post_body: dict[str, Any] | None = None,
         extra_links: list[dict[str, Any]] | None = None,
@@ -326,11 +339,10 @@ class StoreCoreClient(AsyncBaseCoreClient):
         await self._check_sortby(list(search.sortby) if search.sortby else None)
         page: SearchPage = await blocking(self.store.search, search)
         base = L.base_url(request)
-        include, exclude = split_fields(fields or ())
         features = []
         for item in page.items:
             item["links"] = L.item_links(base, item)
-            features.append(apply_fields(item, include, exclude))
+            features.append(item if fields is None else apply_fields(item, *fields))
         links: list[dict[str, Any]] = [
             {"rel": "root", "type": L.JSON_TYPE, "href": base},
         ]

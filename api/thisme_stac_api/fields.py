@@ -72,20 +72,31 @@ def _position(item: dict[str, Any], path: str) -> tuple[int, str]:
     return (keys.index(head) if head in keys else len(keys), path)
 
 
-def apply_fields(item: dict[str, Any], include: set[str], exclude: set[str]) -> dict[str, Any]:
-    """Return the item restricted by ``include`` (added to the default set) minus ``exclude``.
+def apply_fields(
+    item: dict[str, Any], include: set[str] | None, exclude: set[str]
+) -> dict[str, Any]:
+    """Fields extension 1.0.0 on one item.
 
-    A field named in both lists is included. Neither list: the item unchanged.
+    ``include`` None (a POST body without ``include``) with an ``exclude``: the whole item minus
+    the excluded fields; empty or None otherwise: the default set; else exactly those fields.
+    An excluded field is kept when it is also included, or holds an included nested field.
     """
-    if not include and not exclude:
-        return item
+    wanted: frozenset[str] | set[str] | None
     if include:
-        result: dict[str, Any] = {}
-        wanted = DEFAULT_INCLUDE | include
+        wanted = include
+    elif include is None and exclude:
+        wanted = None
+    else:
+        wanted = DEFAULT_INCLUDE
+    if wanted is None:
+        result = dict(item)
+    else:
+        result = {}
         for path in sorted(wanted, key=lambda p: _position(item, p)):
             _copy_path(item, result, path.split("."))
-    else:
-        result = dict(item)
-    for path in exclude - include:
+    kept = include or set()
+    for path in exclude:
+        if path in kept or any(k.startswith(path + ".") for k in kept):
+            continue
         _remove_path(result, path.split("."))
     return result
