@@ -118,9 +118,14 @@ class StoreCoreClient(AsyncBaseCoreClient):
         # OGC API Features: a limit above the maximum is served as the maximum, not refused
         return min(int(limit), self.max_limit)
 
-    async def _sortable(self) -> set[str]:
-        queryables = await blocking(self.store.queryables, None)
-        return set(queryables.get("properties", {})) | EXTRA_SORTABLE
+    _sortables: frozenset[str] | None = attr.ib(default=None, init=False)
+
+    async def _sortable(self) -> frozenset[str]:
+        """The queryables plus the temporal properties; read from the store once."""
+        if self._sortables is None:
+            queryables = await blocking(self.store.queryables, None)
+            self._sortables = frozenset(queryables.get("properties", {})) | EXTRA_SORTABLE
+        return self._sortables
 
     async def _check_sortby(self, sortby: list[SortField] | None) -> None:
         if not sortby:
