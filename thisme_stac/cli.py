@@ -1,4 +1,4 @@
-"""`thisme-stac` command line: harvest | search | serve | simulate | demo.
+"""`thisme-stac` command line: harvest | search | serve | download | simulate | demo.
 
 Data goes to stdout (STAC JSON, reports), logs and progress to stderr. Every user error ends as
 one ``error: ...`` line on stderr and a non-zero exit code.
@@ -294,10 +294,13 @@ def demo(
 
 
 def _register() -> None:
+    from thisme_stac.download.command import download
     from thisme_stac.serve import serve
     from thisme_stac.simulator.command import simulate
 
     registered = {c.name for c in app.registered_commands}
+    if "download" not in registered:
+        app.command("download")(download)
     if "simulate" not in registered:
         app.command("simulate")(simulate)
     if "serve" not in registered:

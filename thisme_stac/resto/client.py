@@ -168,6 +168,11 @@ class RestoClient:
             return {"Authorization": f"Bearer {self._token.get_secret_value()}"}
         return {}
 
+    def refresh_token(self) -> None:
+        """Forget the current token: the next request logs in again (after a 401/403)."""
+        if self._username and self._password:
+            self._token = None
+
     def _token_needs_refresh(self) -> bool:
         if self._token is None:
             return True
