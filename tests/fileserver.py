@@ -12,10 +12,21 @@ from typing import Any
 from urllib.parse import urlsplit
 
 
+def _block(name: str) -> bytes:
+    return hashlib.sha256(name.encode()).digest() * 2048  # 64 KiB
+
+
 def content(name: str, size: int) -> bytes:
     """Deterministic bytes of a file (a repeated digest of its name)."""
-    block = hashlib.sha256(name.encode()).digest() * 2048
+    block = _block(name)
     return (block * (size // len(block) + 1))[:size]
+
+
+def content_slice(name: str, start: int, length: int) -> bytes:
+    """``content(name, ...)[start:start + length]`` without building the whole file."""
+    block = _block(name)
+    offset = start % len(block)
+    return (block[offset:] + block * (length // len(block) + 1))[:length]
 
 
 @dataclass
@@ -28,6 +39,7 @@ class Behaviour:
     close_after: int | None = None  # bytes sent before closing the connection (once)
     stall_after: int | None = None  # bytes sent before stalling (once)
     ignore_range: bool = False
+    latency: float = 0.0  # seconds before each answer
 
 
 @dataclass
@@ -81,34 +93,33 @@ class FileServer:
                     extra = {"Retry-After": behaviour.retry_after} if behaviour.retry_after else {}
                     self._reply(status, extra, b"try later", head)
                     return
-                data = content(name, behaviour.size)
-                if behaviour.wrong_bytes:
-                    data = bytes(b ^ 0xFF for b in data[:64]) + data[64:]
+                if behaviour.latency:
+                    time.sleep(behaviour.latency)
+                size = behaviour.size
                 headers = {"Accept-Ranges": "bytes", "ETag": '"' + name + '"'}
                 status, first = 200, 0
                 wanted = self.headers.get("Range")
                 if wanted and not behaviour.ignore_range:
                     match = re.fullmatch(r"bytes=(\d+)-", wanted)
-                    if not match or int(match.group(1)) >= len(data):
-                        self._reply(416, {"Content-Range": f"bytes */{len(data)}"}, b"", head)
+                    if not match or int(match.group(1)) >= size:
+                        self._reply(416, {"Content-Range": f"bytes */{size}"}, b"", head)
                         return
                     first = int(match.group(1))
                     status = 206
-                    headers["Content-Range"] = f"bytes {first}-{len(data) - 1}/{len(data)}"
-                body = data[first:]
+                    headers["Content-Range"] = f"bytes {first}-{size - 1}/{size}"
                 with server.lock:
                     server.log.append(Logged(self.command, self.path, wanted, status))
                 self.send_response(status)
                 for key, value in headers.items():
                     self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", str(size - first))
                 self.end_headers()
                 if head:
                     return
                 sent = 0
-                step = 16384
+                step = 65536
                 try:
-                    while sent < len(body):
+                    while first + sent < size:
                         if behaviour.close_after is not None and sent >= behaviour.close_after:
                             behaviour.close_after = None
                             self.close_connection = True
@@ -117,7 +128,9 @@ class FileServer:
                             behaviour.stall_after = None
                             time.sleep(5)
                             return
-                        chunk = body[sent : sent + step]
+                        chunk = content_slice(name, first + sent, min(step, size - first - sent))
+                        if behaviour.wrong_bytes and first + sent < 64:
+                            chunk = bytes(b ^ 0xFF for b in chunk[:64]) + chunk[64:]
                         self.wfile.write(chunk)
                         sent += len(chunk)
                         if behaviour.throttle:

@@ -7,6 +7,7 @@ constant memory (streamed 256 KiB chunks). Nothing unverified ever sits under a 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import random
@@ -29,6 +30,7 @@ from thisme_stac.resto.client import redact
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+PROGRESS_STEP = 1 << 20
 MANIFEST = "manifest.json"
 ITEMS = "items.json"
 
@@ -353,17 +355,31 @@ class Downloader:
                 elif not response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
                     part.unlink(missing_ok=True)
                     raise _Retryable("unexpected Content-Range; restarting", None)
-                mode = "ab" if offset else "wb"
-                with part.open(mode) as handle:
-                    async for chunk in response.aiter_bytes():  # as received: a drop keeps them
+                sha = hashlib.sha256()
+                extra = transfer.expected.new_hash()
+                if offset:  # the bytes already on disk count towards the checksums
+                    await asyncio.to_thread(file_sha256, part, sha=sha, extra=extra)
+                encoded = response.headers.get("Content-Encoding", "identity") != "identity"
+                # as received (no re-chunking), so that a dropped connection keeps every byte
+                chunks = response.aiter_bytes() if encoded else response.aiter_raw()
+                pending = 0
+                with part.open("ab" if offset else "wb") as handle:
+                    async for chunk in chunks:
                         handle.write(chunk)
+                        sha.update(chunk)
+                        if extra is not None:
+                            extra.update(chunk)
                         transfer.fetched_bytes += len(chunk)
-                        self.progress.advance(len(chunk))
+                        pending += len(chunk)
+                        if pending >= PROGRESS_STEP:
+                            self.progress.advance(pending)
+                            pending = 0
+                self.progress.advance(pending)
         except httpx.TimeoutException as err:
             raise _Retryable(f"timeout ({type(err).__name__})", None) from None
         except httpx.TransportError as err:
             raise _Retryable(f"connection problem ({type(err).__name__})", None) from None
-        await asyncio.to_thread(self._finish, transfer, part, total)
+        await asyncio.to_thread(self._finish, transfer, part, total, sha, extra)
 
     @staticmethod
     def _total(response: httpx.Response, offset: int) -> int | None:
@@ -375,14 +391,14 @@ class Downloader:
         encoded = response.headers.get("Content-Encoding", "identity") != "identity"
         return int(length) if length and length.isdigit() and not encoded else None
 
-    def _finish(self, transfer: Transfer, part: Path, total: int | None) -> None:
+    def _finish(
+        self, transfer: Transfer, part: Path, total: int | None, sha: Any, extra: Any | None
+    ) -> None:
         """Verify the complete ``.part`` and rename it; a bad file is removed, not kept."""
         size = part.stat().st_size
         if total is not None and size < total:
             raise _Retryable(f"connection closed after {size} of {total} bytes", None)
         expected = transfer.expected
-        extra = expected.new_hash()
-        sha = file_sha256(part, extra=extra)
         reason = problem(expected, size, extra.digest() if extra is not None else None)
         if reason is None and not expected.verifiable and total is not None and size != total:
             reason = f"size {size} differs from Content-Length {total}"
@@ -390,7 +406,7 @@ class Downloader:
             part.unlink(missing_ok=True)
             raise DownloadError(f"{transfer.item_id}/{transfer.key}: {reason}")
         os.replace(part, transfer.path)
-        transfer.size, transfer.sha256, transfer.status = size, sha, "downloaded"
+        transfer.size, transfer.sha256, transfer.status = size, sha.hexdigest(), "downloaded"
 
     # --- outputs -----------------------------------------------------------------------------
     def _write_outputs(self, result: DownloadResult) -> None:

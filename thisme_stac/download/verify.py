@@ -70,9 +70,9 @@ def expected_for(asset: dict[str, Any]) -> Expected:
     )
 
 
-def file_sha256(path: Path, *, extra: Any | None = None) -> str:
-    """sha256 of a file (and feed ``extra`` hash too), in 1 MiB blocks."""
-    sha = hashlib.sha256()
+def file_sha256(path: Path, *, sha: Any | None = None, extra: Any | None = None) -> str:
+    """sha256 of a file (fed into ``sha`` and ``extra`` when given), in 1 MiB blocks."""
+    sha = sha if sha is not None else hashlib.sha256()
     with path.open("rb") as handle:
         while block := handle.read(1 << 20):
             sha.update(block)
