@@ -231,3 +231,31 @@ def test_schema_1_store_is_migrated_to_the_space_time_tree(tmp_path: Path) -> No
     assert columns == ["id", "minx", "maxx", "miny", "maxy", "mint", "maxt"]
     assert [i["id"] for i in db.search(request).items] == expected
     db.close()
+
+
+@pytest.mark.parametrize(
+    "op", ["t_intersects", "anyinteracts", "t_before", "t_after", "t_during", "t_disjoint"]
+)
+def test_temporal_operators_match_python(tmp_path: Path, op: str) -> None:
+    items = simulated_items(step=53)
+    db = SQLiteStore(tmp_path / "t.sqlite")
+    db.upsert_items(items)
+    low, high = "2019-03-01T00:00:00Z", "2020-07-01T00:00:00Z"
+    expr = {"op": op, "args": [{"property": "datetime"}, {"interval": [low, high]}]}
+    got = {i["id"] for i in db.search(SearchRequest(filter=expr, limit=10_000)).items}
+
+    def keep(item: dict[str, Any]) -> bool:
+        when = item["properties"]["datetime"]
+        return {
+            "t_intersects": low <= when <= high,
+            "anyinteracts": low <= when <= high,
+            "t_before": when < low,
+            "t_after": when > high,
+            "t_during": low < when < high,
+            "t_disjoint": when < low or when > high,
+        }[op]
+
+    expected = {i["id"] for i in items if keep(i)}
+    assert expected
+    assert got == expected
+    db.close()

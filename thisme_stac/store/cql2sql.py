@@ -273,20 +273,22 @@ class Compiler:
         start, end = self._interval(literal)
         lo = "i.datetime" if name != "end_datetime" else "i.end_datetime"
         hi = "i.end_datetime" if name != "start_datetime" else "i.datetime"
-        low = self.bind(start if start is not None else -(2**62))
-        high = self.bind(end if end is not None else 2**62)
-        rules = {
-            "t_intersects": f"({lo} <= {high} AND {hi} >= {low})",
-            "anyinteracts": f"({lo} <= {high} AND {hi} >= {low})",
-            "t_before": f"({hi} < {low})",
-            "t_after": f"({lo} > {high})",
-            "t_during": f"({lo} > {low} AND {hi} < {high})",
-            "t_equals": f"({lo} = {low} AND {hi} = {high})",
-            "t_disjoint": f"({hi} < {low} OR {lo} > {high})",
-        }
-        if op not in rules:
-            raise InvalidQuery(f"unsupported temporal operator {op!r}")
-        return rules[op]
+        first = start if start is not None else -(2**62)
+        last = end if end is not None else 2**62
+        # placeholders are positional: bind each value where the SQL text uses it
+        if op in ("t_intersects", "anyinteracts"):
+            return f"({lo} <= {self.bind(last)} AND {hi} >= {self.bind(first)})"
+        if op == "t_before":
+            return f"({hi} < {self.bind(first)})"
+        if op == "t_after":
+            return f"({lo} > {self.bind(last)})"
+        if op == "t_during":
+            return f"({lo} > {self.bind(first)} AND {hi} < {self.bind(last)})"
+        if op == "t_equals":
+            return f"({lo} = {self.bind(first)} AND {hi} = {self.bind(last)})"
+        if op == "t_disjoint":
+            return f"({hi} < {self.bind(first)} OR {lo} > {self.bind(last)})"
+        raise InvalidQuery(f"unsupported temporal operator {op!r}")
 
 
 def compile_filter(expr: Mapping[str, Any] | bool) -> tuple[str, list[Any]]:
