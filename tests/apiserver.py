@@ -17,15 +17,16 @@ import httpx
 from tests.stac_items import simulated_items
 from thisme_stac.simulator import GeneratedCatalogue
 from thisme_stac.simulator.server import Resto, _Options
-from thisme_stac.store.sqlite import SQLiteStore
+from thisme_stac.store import open_store
 from thisme_stac.translate.collection import build_collection
 from thisme_stac_api import ApiSettings
 
 
-def build_store(path: Path, step: int = 1) -> list[dict[str, Any]]:
-    """A store with the simulator's SoilMoisture collection and every ``step``-th map."""
+def build_store(path: Path | str, step: int = 1) -> list[dict[str, Any]]:
+    """A store (SQLite path or pgstac URL) with the SoilMoisture collection and every
+    ``step``-th map of the simulator."""
     items = simulated_items(step=step)
-    store = SQLiteStore(path)
+    store = open_store(str(path))
     try:
         resto = Resto(GeneratedCatalogue(), _Options())
         store.upsert_collection(build_collection(resto.describe()))
@@ -94,7 +95,7 @@ class ApiServer:
 
 
 @contextmanager
-def running_api(store: Path, **settings: Any) -> Iterator[ApiServer]:
+def running_api(store: Path | str, **settings: Any) -> Iterator[ApiServer]:
     env = {"THISME_STORE": str(store)}
     for key, value in settings.items():
         env[f"THISME_{key.upper()}"] = ",".join(value) if isinstance(value, list) else str(value)

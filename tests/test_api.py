@@ -20,19 +20,28 @@ from tests.apiserver import ApiServer, build_store, get, running_api
 SITE = "Central-Italy"
 
 
-@pytest.fixture(scope="module")
-def catalogue(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
-    path = tmp_path_factory.mktemp("api") / "api.sqlite"
-    return path, build_store(path, step=3)
+@pytest.fixture(scope="module", params=["sqlite", "pgstac"])
+def catalogue(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path | str, list[dict[str, Any]]]]:
+    """The same items in each store; every test below runs against both."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("api") / "api.sqlite"
+        yield path, build_store(path, step=3)
+        return
+    from tests.pgstac_db import temporary_database
+
+    with temporary_database() as url:
+        yield url, build_store(url, step=3)
 
 
 @pytest.fixture(scope="module")
-def items(catalogue: tuple[Path, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def items(catalogue: tuple[Path | str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return catalogue[1]
 
 
 @pytest.fixture(scope="module")
-def api(catalogue: tuple[Path, list[dict[str, Any]]]) -> Iterator[ApiServer]:
+def api(catalogue: tuple[Path | str, list[dict[str, Any]]]) -> Iterator[ApiServer]:
     with running_api(catalogue[0]) as server:
         yield server
 
@@ -301,7 +310,7 @@ def test_landing_links_follow_the_url_and_proxy_headers(api: ApiServer) -> None:
     assert item_self.startswith("https://thisme.fr/collections/SoilMoisture/items/")
 
 
-def test_root_path_is_in_every_link(catalogue: tuple[Path, list[dict[str, Any]]]) -> None:
+def test_root_path_is_in_every_link(catalogue: tuple[Path | str, list[dict[str, Any]]]) -> None:
     with running_api(catalogue[0], root_path="/stac") as server:
         doc = httpx.get(f"{server.url}stac/", timeout=30)
         assert doc.status_code == 200, doc.text
@@ -315,7 +324,7 @@ def test_root_path_is_in_every_link(catalogue: tuple[Path, list[dict[str, Any]]]
         assert all(link["href"].startswith(f"{server.url}stac/") for link in own), own
 
 
-def test_cors_default_and_restricted(catalogue: tuple[Path, list[dict[str, Any]]]) -> None:
+def test_cors_default_and_restricted(catalogue: tuple[Path | str, list[dict[str, Any]]]) -> None:
     with running_api(catalogue[0]) as server:
         preflight = httpx.options(
             f"{server.url}search",
@@ -500,7 +509,7 @@ def test_transactions_need_the_key(tmp_path: Path, items: list[dict[str, Any]]) 
 
 # --- command line --------------------------------------------------------------------------------
 def test_serve_command_serves_and_fails_cleanly(
-    catalogue: tuple[Path, list[dict[str, Any]]], tmp_path: Path
+    catalogue: tuple[Path | str, list[dict[str, Any]]], tmp_path: Path
 ) -> None:
     import subprocess
     import sys

@@ -92,6 +92,13 @@ def parse_filter(text: str, lang: str | None = None) -> dict[str, Any]:
         raise ConfigError(f"invalid {lang} filter: {' '.join(str(err).split())}") from None
     if not isinstance(result, dict):
         raise ConfigError("a CQL2 filter must be an expression object")
+    # the same checks for every store: operators, operand types, property names
+    from thisme_stac.store.cql2sql import InvalidQuery, compile_filter
+
+    try:
+        compile_filter(result)
+    except InvalidQuery as err:
+        raise ConfigError(f"invalid filter: {err}") from None
     return result
 
 
