@@ -625,3 +625,57 @@ def test_kill_9_mid_harvest_leaves_whole_pages_and_resumes(tmp_path: Path) -> No
             assert {i["id"]: i for i in store.iter_items()} == expected
         finally:
             store.close()
+
+
+def test_copy_command_round_trip_is_idempotent(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.apiserver import build_store
+    from thisme_stac.store import open_store
+
+    source = tmp_path / "from.sqlite"
+    items = build_store(source, step=40)
+    back = tmp_path / "back.sqlite"
+    with temporary_database() as url:
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "thisme_stac", "copy", *args],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+
+        first = run("--from", str(source), "--to", url)
+        assert first.returncode == 0, first.stderr
+        assert f"copied: {len(items):,} new, 0 updated, 0 unchanged" in first.stderr
+        again = run("--from", str(source), "--to", url)
+        assert f"copied: 0 new, 0 updated, {len(items):,} unchanged" in again.stderr
+        home = run("--from", url, "--to", str(back))
+        assert home.returncode == 0, home.stderr
+        assert "password" not in home.stderr
+    a, b = open_store(str(source)), open_store(str(back))
+    try:
+        assert list(a.iter_items()) == list(b.iter_items())
+        assert a.get_collection("SoilMoisture") == b.get_collection("SoilMoisture")
+    finally:
+        a.close()
+        b.close()
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "thisme_stac",
+            "copy",
+            "--from",
+            str(tmp_path / "none.sqlite"),
+            "--to",
+            str(back),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == f"error: no store at {tmp_path / 'none.sqlite'}"

@@ -1,4 +1,4 @@
-"""`thisme-stac` command line: harvest | search | serve | download | simulate | demo.
+"""`thisme-stac` command line: harvest | search | serve | download | copy | simulate | demo.
 
 Data goes to stdout (STAC JSON, reports), logs and progress to stderr. Every user error ends as
 one ``error: ...`` line on stderr and a non-zero exit code.
@@ -294,6 +294,7 @@ def demo(
 
 
 def _register() -> None:
+    from thisme_stac.copy import copy
     from thisme_stac.download.command import download
     from thisme_stac.serve import serve
     from thisme_stac.simulator.command import simulate
@@ -301,6 +302,8 @@ def _register() -> None:
     registered = {c.name for c in app.registered_commands}
     if "download" not in registered:
         app.command("download")(download)
+    if "copy" not in registered:
+        app.command("copy")(copy)
     if "simulate" not in registered:
         app.command("simulate")(simulate)
     if "serve" not in registered:
