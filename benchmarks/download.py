@@ -27,7 +27,7 @@ import orjson
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.fileserver import Behaviour, FileServer  # noqa: E402
+from tests.fileserver import Behaviour, FileServer
 
 
 def _items(server: FileServer, names: list[str]) -> dict[str, Any]:
@@ -58,10 +58,8 @@ def _items(server: FileServer, names: list[str]) -> dict[str, Any]:
 def _run_downloader(items: Path, dest: Path, concurrency: int) -> tuple[float, float]:
     """(seconds, peak RSS in MB) of `thisme-stac download` in its own process."""
     started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "thisme_stac", "download", str(items), "--dest", str(dest)]
-        + ["--quiet", "--concurrency", str(concurrency)]
-    )
+    argv = [sys.executable, "-m", "thisme_stac", "download", str(items), "--dest", str(dest)]
+    process = subprocess.Popen([*argv, "--quiet", f"--concurrency={concurrency}"])
     peak = 0.0
     watched = psutil.Process(process.pid)
     while process.poll() is None:

@@ -1,17 +1,18 @@
-"""Harvest benchmark: the resto 5 simulator (own process) -> harvester (own process) -> SQLite.
+"""Harvest benchmark: resto 5 simulator (own process) -> harvester (own process) -> SQLite|pgstac.
 
 Prints items/s and the harvester's peak RSS at ~20k and ~1M items beside the anchor
 (`pypgstac load` on this machine kind: 5,712-6,652 items/s). Target: >= 10,000 items/s end to end,
 peak RSS < 300 MB at 1M and flat as the catalogue grows.
 
     python benchmarks/harvest.py              # 20k and 1M
-    python benchmarks/harvest.py --sizes thisme
+    python benchmarks/harvest.py --sizes thisme --stores sqlite pgstac
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import socket
 import subprocess
@@ -65,7 +66,31 @@ def worker(url: str, store: str, page_size: int) -> None:
     print(json.dumps({**report.to_dict(), "peak_rss_mb": peak_kb / 1024}))
 
 
-def run_size(size: str, workdir: Path, page_size: int) -> dict[str, object]:
+POSTGRES = os.environ.get("THISME_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+
+
+def fresh_database(name: str) -> str:
+    """Drop and create ``name`` on the machine's PostgreSQL (pgstac is installed on open)."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE template0 LC_COLLATE 'C'").format(
+                sql.Identifier(name)
+            )
+        )
+    url = f"{POSTGRES}/{name}"
+    from thisme_stac.store import open_store
+
+    open_store(url).close()  # migrate before the clock starts
+    return url
+
+
+def run_size(size: str, workdir: Path, page_size: int, store_kind: str) -> dict[str, object]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     sim = subprocess.Popen(
@@ -85,9 +110,12 @@ def run_size(size: str, workdir: Path, page_size: int) -> dict[str, object]:
     )
     try:
         _wait_ready(url, sim)
-        store = workdir / f"harvest-{size}.sqlite"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{store}{suffix}").unlink(missing_ok=True)
+        if store_kind == "pgstac":
+            store: str | Path = fresh_database(f"thisme_bench_harvest_{size}")
+        else:
+            store = workdir / f"harvest-{size}.sqlite"
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{store}{suffix}").unlink(missing_ok=True)
         out = subprocess.run(
             [sys.executable, __file__, "--worker", url, str(store), str(page_size)],
             capture_output=True,
@@ -95,6 +123,7 @@ def run_size(size: str, workdir: Path, page_size: int) -> dict[str, object]:
         )
         result: dict[str, object] = json.loads(out.stdout.decode().strip().splitlines()[-1])
         result["size"] = size
+        result["store"] = store_kind
         return result
     finally:
         sim.terminate()
@@ -105,6 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", nargs="+", default=["thisme", "1m"])
     parser.add_argument("--page-size", type=int, default=500)
+    parser.add_argument("--stores", nargs="+", default=["sqlite"], choices=["sqlite", "pgstac"])
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--worker", nargs=3, metavar=("URL", "STORE", "PAGE_SIZE"))
     args = parser.parse_args()
@@ -113,16 +143,18 @@ def main() -> None:
         return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="thisme-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    rows = [run_size(size, workdir, args.page_size) for size in args.sizes]
+    rows = [
+        run_size(size, workdir, args.page_size, kind) for size in args.sizes for kind in args.stores
+    ]
     header = (
-        f"{'catalogue':>10} {'items':>10} {'seconds':>8} {'items/s':>9} "
+        f"{'catalogue':>10} {'store':>7} {'items':>10} {'seconds':>8} {'items/s':>9} "
         f"{'anchor items/s':>15} {'target':>8} {'peak RSS MB':>12} {'RSS target':>10}"
     )
     print(header)
     print("-" * len(header))
     for row in rows:
         print(
-            f"{row['size']!s:>10} {row['fetched']:>10,} {row['seconds']:>8.1f} "
+            f"{row['size']!s:>10} {row['store']!s:>7} {row['fetched']:>10,} {row['seconds']:>8.1f} "
             f"{row['items_per_second']:>9,.0f} {ANCHOR:>15} {'>=' + str(TARGET_RATE):>8} "
             f"{row['peak_rss_mb']:>12.0f} {'<' + str(TARGET_RSS_MB):>10}"
         )
