@@ -13,7 +13,7 @@ site-orbit, 2016-2025; 1,070 extra synthetic sites for 1M), starts the API in it
 Anchors (stac-fastapi-pgstac 7.2 / pgstac 0.10 on this machine kind) are printed beside ours.
 
     python benchmarks/search.py                       # 20k and 1M (stores cached in --workdir)
-    python benchmarks/search.py --sizes thisme --rounds 20
+    python benchmarks/search.py --sizes thisme --rounds 20 --stores sqlite pgstac
 """
 
 from __future__ import annotations
@@ -81,13 +81,56 @@ def build_store(size: str, path: Path) -> int:
     return len(catalogue)
 
 
+POSTGRES = os.environ.get("THISME_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+
+
+def pgstac_copy(sqlite_path: Path, size: str) -> str:
+    """The same catalogue in a pgstac database (built once from the SQLite store, then kept)."""
+    import psycopg
+    from psycopg import sql
+
+    from thisme_stac.copy import copy_store
+    from thisme_stac.store import open_store
+
+    name = f"thisme_bench_search_{size}"
+    url = f"{POSTGRES}/{name}"
+    source = open_store(str(sqlite_path), create=False)
+    try:
+        wanted = source.count_items()
+        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
+            exists = admin.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
+            if not exists:
+                admin.execute(
+                    sql.SQL("CREATE DATABASE {} TEMPLATE template0 LC_COLLATE 'C'").format(
+                        sql.Identifier(name)
+                    )
+                )
+        target = open_store(url)
+        try:
+            if target.count_items() != wanted:
+                started = time.perf_counter()
+                copy_store(source, target, batch=5000)
+                seconds = time.perf_counter() - started
+                print(
+                    f"loaded {wanted:,} items into pgstac: {wanted / seconds:,.0f} items/s",
+                    file=sys.stderr,
+                )
+        finally:
+            target.close()
+    finally:
+        source.close()
+    return url
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-def start_api(store: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_api(store: Path | str) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     env = {**os.environ, "THISME_STORE": str(store)}
     process = subprocess.Popen(
@@ -133,7 +176,7 @@ def site_boxes(client: httpx.Client, url: str) -> dict[str, list[float]]:
     return {s: named[s] for s in sites if s in named}
 
 
-def run(size: str, store: Path, rounds: int, seconds: float) -> dict[str, float]:
+def run(size: str, store: Path | str, rounds: int, seconds: float) -> dict[str, float]:
     process, url = start_api(store)
     server = psutil.Process(process.pid)
     peak_rss = 0.0
@@ -253,6 +296,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["thisme", "1m"], choices=list(SIZES))
     parser.add_argument("--workdir", default=os.path.join(os.path.expanduser("~"), ".cache"))
+    parser.add_argument("--stores", nargs="+", default=["sqlite"], choices=["sqlite", "pgstac"])
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
@@ -263,37 +307,36 @@ def main() -> None:
         store = workdir / f"search-{size}.sqlite"
         if not store.exists():
             build_store(size, store)
-        r = run(size, store, args.rounds, args.seconds)
+        results = {"sqlite": run(size, store, args.rounds, args.seconds)}
+        if "pgstac" in args.stores:
+            results["pgstac"] = run(size, pgstac_copy(store, size), args.rounds, args.seconds)
         col = 0 if size == "thisme" else 1
         label = SIZES[size]
-        table += [
-            (label, "a) bbox + year, p50 ms", ANCHORS["a"][col], TARGETS["a"], f"{r['a']:.1f}"),
-            (
-                label,
-                "b) CQL2 site AND orbit, p50 ms",
-                ANCHORS["b"][col],
-                TARGETS["b"],
-                f"{r['b']:.1f}",
-            ),
-            (
-                label,
-                "c) page one site, items/s (100)",
-                ANCHORS["c"][col],
-                TARGETS["c"],
-                f"{r['c100']:,.0f}",
-            ),
-            (label, "c) page one site, items/s (1000)", "", "", f"{r['c1000']:,.0f}"),
-            (label, "d) item by id, p50 ms", ANCHORS["d"][col], TARGETS["d"], f"{r['d']:.1f}"),
-            (
-                label,
-                "e) (a) at concurrency 8, req/s",
-                ANCHORS["e"][col],
-                TARGETS["e"],
-                f"{r['e']:.0f}",
-            ),
-            (label, "server peak RSS, MB", "", "< 500", f"{r['rss']:.0f}"),
+        rows = [
+            ("a", "a) bbox + year, p50 ms", "a", ".1f"),
+            ("b", "b) CQL2 site AND orbit, p50 ms", "b", ".1f"),
+            ("c100", "c) page one site, items/s (100)", "c", ",.0f"),
+            ("c1000", "c) page one site, items/s (1000)", None, ",.0f"),
+            ("d", "d) item by id, p50 ms", "d", ".1f"),
+            ("e", "e) (a) at concurrency 8, req/s", "e", ".0f"),
+            ("rss", "server peak RSS, MB", None, ".0f"),
         ]
-    header = ("size", "query", "pgstac anchor", "target (1M)", "thisme-stac sqlite")
+        for key, name, anchor, fmt in rows:
+            ours = results["sqlite"][key]
+            row = [
+                label,
+                name,
+                ANCHORS[anchor][col] if anchor else "",
+                TARGETS[anchor] if anchor else ("< 500" if key == "rss" else ""),
+                format(ours, fmt),
+            ]
+            if "pgstac" in results:
+                theirs = results["pgstac"][key]
+                row += [format(theirs, fmt), f"{theirs / ours:.2f}" if ours else ""]
+            table.append(tuple(row))
+    header: tuple[str, ...] = ("size", "query", "pgstac anchor", "target (1M)", "sqlite")
+    if "pgstac" in args.stores:
+        header += ("pgstac (ours)", "pgstac / sqlite")
     widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(len(header))]
     print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("-|-".join("-" * w for w in widths))
