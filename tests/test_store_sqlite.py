@@ -259,3 +259,34 @@ def test_temporal_operators_match_python(tmp_path: Path, op: str) -> None:
     assert expected
     assert got == expected
     db.close()
+
+
+def test_rectangle_fast_path_agrees_with_shapely() -> None:
+    import random
+
+    import shapely
+
+    from thisme_stac.store.sqlite import _rectangle, _spatial
+
+    rng = random.Random(11)
+    steps = [0, 0.5, 1, 2, 3, 4]
+    checked = 0
+    for _ in range(5000):
+        x1, x2 = sorted(rng.sample(steps, 2))
+        y1, y2 = sorted(rng.sample(steps, 2))
+        q1, q2 = sorted(rng.sample(steps, 2))
+        r1, r2 = sorted(rng.sample(steps, 2))
+        if x1 >= x2 or y1 >= y2 or q1 >= q2 or r1 >= r2:
+            continue
+        item, query = shapely.box(x1, y1, x2, y2), shapely.box(q1, r1, q2, r2)
+        assert _rectangle(shapely.to_wkb(item)) == (x1, y1, x2, y2)
+        got = _spatial("intersects", shapely.to_wkb(item), shapely.to_wkb(query))
+        assert got == int(item.intersects(query)), (item, query)
+        checked += 1
+    assert checked == 5000
+    triangle = shapely.Polygon([(0, 0), (4, 0), (0, 4)])
+    assert _rectangle(shapely.to_wkb(triangle)) is None
+    assert (
+        _spatial("intersects", shapely.to_wkb(triangle), shapely.to_wkb(shapely.box(3, 3, 5, 5)))
+        == 0
+    )

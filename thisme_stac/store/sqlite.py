@@ -6,6 +6,7 @@ import base64
 import contextlib
 import hashlib
 import sqlite3
+import struct
 import threading
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
@@ -86,8 +87,44 @@ def _geometry(wkb: bytes) -> Any:
     return shapely.from_wkb(wkb)
 
 
+_RECTANGLE = struct.Struct("<BIII10d")  # little-endian Polygon, 1 ring, 5 points
+
+
+def _rectangle(wkb: bytes) -> tuple[float, float, float, float] | None:
+    """Bounds of an axis-aligned rectangle polygon (THISME footprints), else None."""
+    if len(wkb) != _RECTANGLE.size or wkb[0] != 1:
+        return None
+    _, kind, rings, points, *coords = _RECTANGLE.unpack(wkb)
+    if kind != 3 or rings != 1 or points != 5:
+        return None
+    xs, ys = coords[0::2], coords[1::2]
+    if xs[0] != xs[4] or ys[0] != ys[4]:
+        return None
+    for k in range(4):
+        if xs[k] != xs[k + 1] and ys[k] != ys[k + 1]:
+            return None
+    if len(set(xs)) != 2 or len(set(ys)) != 2:
+        return None
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+@lru_cache(maxsize=64)
+def _query_rectangle(wkb: bytes) -> tuple[float, float, float, float] | None:
+    return _rectangle(wkb)
+
+
 def _spatial(predicate: str, item_wkb: bytes, query_wkb: bytes) -> int:
     """SQLite function: shapely predicate between an item geometry and a query geometry."""
+    if predicate == "intersects" and (box := _query_rectangle(query_wkb)) is not None:
+        # two axis-aligned rectangles intersect (boundaries included) iff their ranges overlap
+        item_box = _rectangle(item_wkb)
+        if item_box is not None:
+            return int(
+                item_box[0] <= box[2]
+                and box[0] <= item_box[2]
+                and item_box[1] <= box[3]
+                and box[1] <= item_box[3]
+            )
     item = shapely.from_wkb(item_wkb)
     if predicate in (
         "intersects",
