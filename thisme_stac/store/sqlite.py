@@ -32,7 +32,7 @@ from thisme_stac.store.cql2sql import (
 
 __all__ = ["InvalidQuery", "SQLiteStore"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: R*Tree time axis: days since 1970 (float32 in the tree, rounded outwards by SQLite).
 DAY_MICROS = 86_400_000_000
 SUMMARY_FIELDS = ("thisme:site", "platform", "sat:orbit_state", "sat:relative_orbit")
@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE INDEX IF NOT EXISTS items_datetime ON items (datetime, id);
 CREATE INDEX IF NOT EXISTS items_coll_datetime ON items (collection, datetime, id);
 CREATE INDEX IF NOT EXISTS items_site ON items (site, orbit_state, datetime, id);
+CREATE INDEX IF NOT EXISTS items_site_datetime ON items (site, datetime, id);
 CREATE VIRTUAL TABLE IF NOT EXISTS items_rtree USING rtree (id, minx, maxx, miny, maxy, mint, maxt);
 CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
