@@ -130,6 +130,9 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+WORKERS = 1
+
+
 def start_api(store: Path | str) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     env = {**os.environ, "THISME_STORE": str(store)}
@@ -137,6 +140,7 @@ def start_api(store: Path | str) -> tuple[subprocess.Popen[bytes], str]:
         [
             *(sys.executable, "-m", "uvicorn", "thisme_stac_api.app:create_app", "--factory"),
             *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
+            *("--workers", str(WORKERS)),
         ],
         env=env,
     )
@@ -186,7 +190,9 @@ def run(size: str, store: Path | str, rounds: int, seconds: float) -> dict[str, 
         nonlocal peak_rss
         while not stop.is_set():
             try:
-                peak_rss = max(peak_rss, server.memory_info().rss / 2**20)
+                family = [server, *server.children(recursive=True)]
+                rss = sum(member.memory_info().rss for member in family)
+                peak_rss = max(peak_rss, rss / 2**20)
             except psutil.Error:
                 return
             time.sleep(0.05)
@@ -298,8 +304,11 @@ def main() -> None:
     parser.add_argument("--workdir", default=os.path.join(os.path.expanduser("~"), ".cache"))
     parser.add_argument("--stores", nargs="+", default=["sqlite"], choices=["sqlite", "pgstac"])
     parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
+    global WORKERS
+    WORKERS = args.workers
     workdir = Path(args.workdir) / "thisme-stac-bench"
     workdir.mkdir(parents=True, exist_ok=True)
     table: list[tuple[str, ...]] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Any
 
@@ -74,10 +75,23 @@ def serve(
         file=sys.stderr,
         flush=True,
     )
+    target: Any = app
     if workers > 1:
-        raise ConfigError("--workers > 1 needs `uvicorn thisme_stac_api.app:create_app --factory`")
+        # each worker process builds its own app (and store connections) from the environment
+        os.environ["THISME_STORE"] = settings.store
+        os.environ["THISME_ROOT_PATH"] = settings.root_path
+        os.environ["THISME_CORS_ORIGINS"] = ",".join(settings.cors_origins)
+        target = "thisme_stac_api.app:create_app"
     try:
         # forwarded headers are handled once, by the app's ProxyHeaderMiddleware
-        uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=False)
+        uvicorn.run(
+            target,
+            factory=workers > 1,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level=log_level,
+            proxy_headers=False,
+        )
     except OSError as err:
         raise ConfigError(f"cannot listen on {host}:{port}: {err.strerror}") from None
