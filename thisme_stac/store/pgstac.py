@@ -33,6 +33,7 @@ from pypgstac import __version__ as PYPGSTAC_VERSION
 
 from thisme_stac.errors import StoreError
 from thisme_stac.store.base import JSON, SearchPage, SearchRequest, SortField, UpsertResult
+from thisme_stac.store.batch import item_geometries, time_span
 from thisme_stac.store.cql2sql import InvalidQuery, geometry_wkb
 
 __all__ = ["QUERYABLES", "PgstacStore"]
@@ -123,11 +124,7 @@ def _rfc3339(value: datetime) -> str:
 
 
 def _interval(item: JSON) -> tuple[datetime, datetime]:
-    props = item.get("properties") or {}
-    start = props.get("start_datetime") or props.get("datetime")
-    end = props.get("end_datetime") or props.get("datetime") or start
-    if not isinstance(start, str) or not isinstance(end, str):
-        raise InvalidQuery(f"item {item.get('id')!r} has no datetime")
+    start, end = time_span(item)
     return _parse_time(start), _parse_time(end)
 
 
@@ -595,31 +592,10 @@ class PgstacStore:
     @staticmethod
     def _rows(items: list[JSON]) -> list[dict[str, Any]]:
         """Validate a batch; compute hashes, bounds and time spans."""
-        texts: list[str] = []
-        for item in items:
-            item_id, collection = item.get("id"), item.get("collection")
-            if not isinstance(item_id, str) or not item_id:
-                raise InvalidQuery("an item needs a string id")
-            if not isinstance(collection, str) or not collection:
-                raise InvalidQuery(f"item {item_id!r} has no collection")
-            geometry = item.get("geometry")
-            if not isinstance(geometry, dict):
-                raise InvalidQuery(f"item {item_id!r} has no geometry")
-            texts.append(orjson.dumps(geometry).decode())
-        try:
-            geoms = list(shapely.from_geojson(texts, on_invalid="raise")) if texts else []
-        except Exception:  # shapely raises GEOSException and others for bad GeoJSON
-            geoms = []
-            for item, text in zip(items, texts, strict=True):
-                try:
-                    geoms.append(shapely.from_geojson(text, on_invalid="raise"))
-                except Exception:
-                    raise InvalidQuery(f"item {item['id']!r} has an invalid geometry") from None
+        geoms = item_geometries(items)
         bounds = shapely.bounds(geoms) if geoms else []
         rows: list[dict[str, Any]] = []
-        for item, geom, box in zip(items, geoms, bounds, strict=True):
-            if geom is None or geom.is_empty:
-                raise InvalidQuery(f"item {item['id']!r} has an empty geometry")
+        for item, box in zip(items, bounds, strict=True):
             start, end = _interval(item)
             content = orjson.dumps(item).decode()
             rows.append(

@@ -21,6 +21,7 @@ from shapely.prepared import PreparedGeometry, prep
 
 from thisme_stac.errors import StoreError
 from thisme_stac.store.base import JSON, SearchPage, SearchRequest, SortField, UpsertResult
+from thisme_stac.store.batch import item_geometries, time_span
 from thisme_stac.store.cql2sql import (
     EPOCH,
     InvalidQuery,
@@ -168,11 +169,7 @@ def _decode_token(token: str, fingerprint: str, size: int) -> list[Any]:
 
 
 def _interval(item: JSON) -> tuple[int, int]:
-    props = item.get("properties") or {}
-    start = props.get("start_datetime") or props.get("datetime")
-    end = props.get("end_datetime") or props.get("datetime") or start
-    if not isinstance(start, str) or not isinstance(end, str):
-        raise InvalidQuery(f"item {item.get('id')!r} has no datetime")
+    start, end = time_span(item)
     return to_micros(start), to_micros(end)
 
 
@@ -339,32 +336,11 @@ class SQLiteStore:
     @staticmethod
     def _rows(items: list[JSON]) -> list[dict[str, Any]]:
         """Validate a batch and compute its columns; geometries are parsed in one shapely call."""
-        texts: list[str] = []
-        for item in items:
-            item_id, collection = item.get("id"), item.get("collection")
-            if not isinstance(item_id, str) or not item_id:
-                raise InvalidQuery("an item needs a string id")
-            if not isinstance(collection, str) or not collection:
-                raise InvalidQuery(f"item {item_id!r} has no collection")
-            geometry = item.get("geometry")
-            if not isinstance(geometry, dict):
-                raise InvalidQuery(f"item {item_id!r} has no geometry")
-            texts.append(orjson.dumps(geometry).decode())
-        try:
-            geoms = shapely.from_geojson(texts, on_invalid="raise") if texts else []
-        except Exception:  # shapely raises GEOSException and others for bad GeoJSON
-            geoms = []
-            for item, text in zip(items, texts, strict=True):
-                try:
-                    geoms.append(shapely.from_geojson(text, on_invalid="raise"))
-                except Exception:
-                    raise InvalidQuery(f"item {item['id']!r} has an invalid geometry") from None
-        wkbs = shapely.to_wkb(geoms) if len(texts) else []
-        bounds = shapely.bounds(geoms) if len(texts) else []
+        geoms = item_geometries(items)
+        wkbs = shapely.to_wkb(geoms) if geoms else []
+        bounds = shapely.bounds(geoms) if geoms else []
         rows: list[dict[str, Any]] = []
-        for item, geom, wkb, box in zip(items, geoms, wkbs, bounds, strict=True):
-            if geom is None or geom.is_empty:
-                raise InvalidQuery(f"item {item['id']!r} has an empty geometry")
+        for item, wkb, box in zip(items, wkbs, bounds, strict=True):
             start, end = _interval(item)
             props = item.get("properties") or {}
             content = orjson.dumps(item).decode()
