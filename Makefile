@@ -7,10 +7,11 @@ PYTEST_ARGS ?=
 
 .PHONY: install demo test lint typecheck check examples clean
 
-$(STAMP): pyproject.toml api/pyproject.toml
+$(STAMP): pyproject.toml api/pyproject.toml browser/package-lock.json scripts/system_deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]" -e ./api
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m pip install --quiet -e ".[dev]" -e ./api
+	scripts/system_deps.sh
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -45,10 +45,10 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.staticfiles import StaticFiles
 
 from thisme_stac.store import Store, open_store
 from thisme_stac.translate.constants import STAC_VERSION
+from thisme_stac_api.browser import default_browser_dir, mount_browser
 from thisme_stac_api.config import ApiSettings
 from thisme_stac_api.core import JSONBody, StoreCoreClient, blocking
 from thisme_stac_api.errors import add_error_handlers
@@ -203,8 +203,9 @@ def instantiate_api(settings: ApiSettings | None = None, store: Store | None = N
     )
     add_error_handlers(api.app)
     api.app.state.store = store
-    if settings.browser_dir:
-        api.app.mount("/browser", StaticFiles(directory=settings.browser_dir, html=True))
+    browser_dir = settings.browser_dir or default_browser_dir()
+    if browser_dir:
+        mount_browser(api.app, browser_dir)
     return api
 
 
