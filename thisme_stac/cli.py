@@ -1,4 +1,4 @@
-"""`thisme-stac` command line: harvest | search | serve | download | copy | simulate | demo.
+"""`thisme-stac` command line: harvest, search, serve, download, copy, export, import, demo.
 
 Data goes to stdout (STAC JSON, reports), logs and progress to stderr. Every user error ends as
 one ``error: ...`` line on stderr and a non-zero exit code.
@@ -296,6 +296,7 @@ def demo(
 def _register() -> None:
     from thisme_stac.copy import copy
     from thisme_stac.download.command import download
+    from thisme_stac.export.command import export, import_
     from thisme_stac.serve import serve
     from thisme_stac.simulator.command import simulate
 
@@ -304,6 +305,10 @@ def _register() -> None:
         app.command("download")(download)
     if "copy" not in registered:
         app.command("copy")(copy)
+    if "export" not in registered:
+        app.command("export")(export)
+    if "import" not in registered:
+        app.command("import")(import_)
     if "simulate" not in registered:
         app.command("simulate")(simulate)
     if "serve" not in registered:
