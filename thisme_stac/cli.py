@@ -1,4 +1,4 @@
-"""`thisme-stac` command line: harvest, search, serve, download, copy, export, import, demo.
+"""`thisme-stac`: harvest, search, serve, download, copy, export, import, simulate, demo.
 
 Data goes to stdout (STAC JSON, reports), logs and progress to stderr. Every user error ends as
 one ``error: ...`` line on stderr and a non-zero exit code.
