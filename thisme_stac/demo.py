@@ -132,6 +132,8 @@ def _serve_api(store_path: Path, port: int, console: Console) -> None:
     console.rule("[bold]STAC API")
     console.print(f"STAC API:  [cyan]{url}[/]")
     console.print(f"OpenAPI:   [cyan]{url}api.html[/]")
+    if httpx.get(f"{url}browser/config.js", timeout=30).status_code == 200:
+        console.print(f"browser:   [cyan]{url}browser/[/] (stac-browser)")
     console.print(
         f"search:    [cyan]{url}search?q=Central-Italy[/] ({found['numberMatched']:,} maps)"
     )
