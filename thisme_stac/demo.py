@@ -104,6 +104,35 @@ def run_demo(
             _serve_api(store_path, _free(api_port), console)
 
 
+def _search_and_download(url: str, dest: Path, console: Console) -> None:
+    """What a user does next: a pystac-client search, then the bulk downloader on its items."""
+    from pystac_client import Client
+
+    from thisme_stac.download import DownloadOptions, download_items
+
+    search = Client.open(url).search(
+        collections=["SoilMoisture"],
+        filter="\"thisme:site\" = 'Central-Italy' AND \"sat:orbit_state\" = 'ascending'",
+        datetime="2020-01-01/2020-12-31",
+        sortby=["+datetime"],
+        max_items=3,
+    )
+    items = list(search.items_as_dicts())
+    console.print(
+        f'pystac-client: Client.open("{url}").search(filter="thisme:site = \'Central-Italy\' '
+        f"AND sat:orbit_state = 'ascending'\", datetime=2020) -> {search.matched()} maps",
+        soft_wrap=True,
+        highlight=False,
+    )
+    result = download_items(items, DownloadOptions(dest=dest))
+    for transfer in result.transfers:
+        console.print(
+            f"downloaded: {transfer.path} ({transfer.size:,} bytes)",
+            soft_wrap=True,
+            highlight=False,
+        )
+
+
 def _serve_api(store_path: Path, port: int, console: Console) -> None:
     """Run the STAC API until Ctrl-C, after checking it answers a search."""
     import threading
@@ -137,11 +166,7 @@ def _serve_api(store_path: Path, port: int, console: Console) -> None:
     console.print(
         f"search:    [cyan]{url}search?q=Central-Italy[/] ({found['numberMatched']:,} maps)"
     )
-    console.print(
-        f'pystac-client: Client.open("{url}").search(q=["Central-Italy"])',
-        soft_wrap=True,
-        highlight=False,
-    )
+    _search_and_download(url, store_path.parent / "maps", console)
     console.print("Serving until Ctrl-C.")
     try:
         while thread.is_alive():
