@@ -134,6 +134,7 @@ def test_export_one_collection(store: SQLiteStore, tmp_path: Path) -> None:
 
 def test_geoparquet_read_by_duckdb(exports: dict[str, Path], store: SQLiteStore) -> None:
     import duckdb  # a dev extra: missing is a failure, not a skip
+
     path = str(exports["geoparquet"])
     first = next(iter(store.iter_items()))
     with duckdb.connect() as con:
