@@ -26,7 +26,8 @@ import httpx
 import orjson
 import psutil
 
-from thisme_stac.simulator.fileserver import FileServer
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.fileserver import Behaviour, FileServer
 
 
 def _items(server: FileServer, names: list[str]) -> dict[str, Any]:
@@ -105,7 +106,7 @@ def main() -> None:
         work = Path(tmp)
         names = [f"m{i:04d}.tif" for i in range(files)]
         for name in names:
-            server.add(name, size=2_000_000, latency=0.05)
+            server.files[name] = Behaviour(size=2_000_000, latency=0.05)
         items = work / "items.json"
         items.write_bytes(orjson.dumps(_items(server, names)))
         sequential = _sequential(server, names, work / "seq")
@@ -120,7 +121,7 @@ def main() -> None:
         shutil.rmtree(work / "seq")
         shutil.rmtree(work / "ours")
 
-        server.add("big.tif", size=big)
+        server.files["big.tif"] = Behaviour(size=big)
         items.write_bytes(orjson.dumps(_items(server, ["big.tif"])))
         curl_path = work / "curl.tif"
         started = time.perf_counter()
