@@ -1,12 +1,22 @@
-# thisme-stac: library + CLI + STAC API in one image (harvester and API services share it).
-FROM python:3.11-slim
+# thisme-stac: library + CLI + STAC API + stac-browser in one image (api, harvester and browser
+# services share it).
 
+# stac-browser, built once with the pinned lockfile (the same script `make install` runs)
+FROM node:20-slim AS browser
+WORKDIR /src
+COPY browser/package.json browser/package-lock.json ./browser/
+COPY scripts/build_browser.sh ./scripts/
+RUN bash scripts/build_browser.sh /stac_browser
+
+FROM python:3.11-slim
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY thisme_stac ./thisme_stac
 COPY api ./api
 RUN pip install ".[pgstac]" ./api
+COPY --from=browser /stac_browser /opt/stac_browser
+ENV THISME_BROWSER_DIR=/opt/stac_browser
 
 RUN useradd --create-home --uid 10001 thisme
 USER thisme

@@ -106,8 +106,13 @@ def test_ports_and_health_checks_match_the_app(tmp_path: Path) -> None:
         for path in re.findall(r"127\.0\.0\.1:8080(/[\w/]+)", str(text)):
             assert path in routes, f"health check calls {path}, which the API does not serve"
     browser = SERVICES["browser"]
-    assert _expand(browser["environment"]["SB_catalogUrl"]) == "http://localhost:8080/"
+    assert _expand(browser["ports"][0]) == "8081:8080"
+    assert "--port" in browser["command"] and "8080" in browser["command"]
     assert browser["depends_on"]["api"]["condition"] == "service_healthy"
+    # the image carries the stac-browser build and tells the API where it is
+    assert "COPY --from=browser /stac_browser /opt/stac_browser" in DOCKERFILE
+    assert "ENV THISME_BROWSER_DIR=/opt/stac_browser" in DOCKERFILE
+    assert "bash scripts/build_browser.sh /stac_browser" in DOCKERFILE
 
 
 def test_services_start_in_order() -> None:
