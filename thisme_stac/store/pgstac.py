@@ -9,7 +9,6 @@ STAC API served by stac-fastapi-pgstac and this store answer alike.
 
 from __future__ import annotations
 
-import base64
 import getpass
 import hashlib
 import logging
@@ -35,6 +34,7 @@ from thisme_stac.errors import StoreError
 from thisme_stac.store.base import JSON, SearchPage, SearchRequest, SortField, UpsertResult
 from thisme_stac.store.batch import item_geometries, time_span
 from thisme_stac.store.cql2sql import InvalidQuery, geometry_wkb
+from thisme_stac.store.paging import decode_token, encode_token, query_fingerprint
 
 __all__ = ["QUERYABLES", "PgstacStore"]
 
@@ -101,18 +101,9 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(n) for n in numbers[:3])
 
 
-def _encode_token(fingerprint: str, token: str) -> str:
-    raw = orjson.dumps([fingerprint, token])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
 def _decode_token(token: str, fingerprint: str) -> str:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        stamp, value = orjson.loads(raw)
-    except (ValueError, TypeError, orjson.JSONDecodeError):
-        raise InvalidQuery("invalid pagination token") from None
-    if stamp != fingerprint or not isinstance(value, str):
+    value = decode_token(token, fingerprint)
+    if not isinstance(value, str):
         raise InvalidQuery("pagination token belongs to another search")
     return value
 
@@ -778,7 +769,7 @@ class PgstacStore:
                 href = str(link.get("href", ""))
                 found = parse_qs(urlsplit(href).query).get("token")
                 if found:
-                    token = _encode_token(self._fingerprint(request), found[0])
+                    token = encode_token(query_fingerprint(request), found[0])
         matched = result.get("numberMatched")
         return SearchPage(
             items=items,
@@ -832,23 +823,8 @@ class PgstacStore:
             sort.append(SortField("id", sort[-1].direction))
         body["sortby"] = [{"field": s.field, "direction": s.direction} for s in sort]
         if request.token:
-            body["token"] = _decode_token(request.token, self._fingerprint(request))
+            body["token"] = _decode_token(request.token, query_fingerprint(request))
         return body
-
-    @staticmethod
-    def _fingerprint(request: SearchRequest) -> str:
-        data = {
-            "c": request.collections,
-            "i": request.ids,
-            "b": request.bbox,
-            "g": request.intersects,
-            "f": request.filter,
-            "q": request.q,
-            "d": [str(d) for d in request.datetime] if request.datetime else None,
-            "s": [(s.field, s.direction) for s in request.sortby or ()],
-        }
-        raw = orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
-        return hashlib.sha256(raw).hexdigest()[:12]
 
     def queryables(self, collection_id: str | None = None) -> JSON:
         with self._connection("read queryables", request=True) as conn:

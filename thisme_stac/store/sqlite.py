@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import sqlite3
@@ -30,6 +29,7 @@ from thisme_stac.store.cql2sql import (
     property_sql,
     to_micros,
 )
+from thisme_stac.store.paging import decode_token, encode_token, query_fingerprint
 
 __all__ = ["InvalidQuery", "SQLiteStore"]
 
@@ -153,17 +153,12 @@ def _unaccent(value: Any) -> Any:
 
 
 def _encode_token(fingerprint: str, values: Sequence[Any]) -> str:
-    raw = orjson.dumps([fingerprint, list(values)])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return encode_token(fingerprint, list(values))
 
 
 def _decode_token(token: str, fingerprint: str, size: int) -> list[Any]:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        stamp, values = orjson.loads(raw)
-    except (ValueError, TypeError, orjson.JSONDecodeError):
-        raise InvalidQuery("invalid pagination token") from None
-    if stamp != fingerprint or not isinstance(values, list) or len(values) != size:
+    values = decode_token(token, fingerprint)
+    if not isinstance(values, list) or len(values) != size:
         raise InvalidQuery("pagination token belongs to another search")
     return values
 
@@ -523,7 +518,7 @@ class SQLiteStore:
             sort.append(SortField("id", sort[-1].direction))
         keys = [property_sql(s.field) for s in sort]
         conn = self._conn()
-        fingerprint = self._fingerprint(request)
+        fingerprint = query_fingerprint(request)
         page_where, page_params = where, list(params)
         if request.token:
             last = _decode_token(request.token, fingerprint, len(keys))
@@ -547,21 +542,6 @@ class SQLiteStore:
         items = [orjson.loads(r[0]) for r in rows]
         token = _encode_token(fingerprint, list(rows[-1][1:])) if more and rows else None
         return SearchPage(items=items, next_token=token, number_matched=matched)
-
-    @staticmethod
-    def _fingerprint(request: SearchRequest) -> str:
-        data = {
-            "c": request.collections,
-            "i": request.ids,
-            "b": request.bbox,
-            "g": request.intersects,
-            "f": request.filter,
-            "q": request.q,
-            "d": [str(d) for d in request.datetime] if request.datetime else None,
-            "s": [(s.field, s.direction) for s in request.sortby or ()],
-        }
-        raw = orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
-        return hashlib.sha256(raw).hexdigest()[:12]
 
     def _where(self, request: SearchRequest) -> tuple[str, list[Any]]:
         clauses: list[str] = []
