@@ -279,6 +279,47 @@ def test_static_odd_ids_and_empty_collection(store: SQLiteStore, tmp_path: Path)
         dst.close()
 
 
+def test_import_a_catalogue_saved_by_pystac(store: SQLiteStore, tmp_path: Path) -> None:
+    """Static catalogues from other tools import too (pystac's own layout and links)."""
+    originals = _items(store)[:5]
+    collection = pystac.Collection.from_dict(copy.deepcopy(store.get_collection("SoilMoisture")))
+    collection.clear_links()
+    for item in originals:
+        pystac_item = pystac.Item.from_dict(copy.deepcopy(item))
+        pystac_item.clear_links()
+        collection.add_item(pystac_item)
+    catalog = pystac.Catalog("elsewhere", "made by pystac")
+    catalog.add_child(collection)
+    catalog.normalize_hrefs(str(tmp_path / "pystac-cat"))
+    catalog.save(pystac.CatalogType.SELF_CONTAINED)
+    fresh = SQLiteStore(tmp_path / "fresh.db")
+    try:
+        report = import_items(tmp_path / "pystac-cat", fresh)
+        assert (report.collections, report.items) == (1, 5)
+        back = _items(fresh)
+        assert [i["id"] for i in back] == [i["id"] for i in originals]
+        assert [i["assets"] for i in back] == [i["assets"] for i in originals]
+        assert [i["properties"] for i in back] == [i["properties"] for i in originals]
+    finally:
+        fresh.close()
+
+
+def test_import_geoparquet_written_by_stac_geoparquet(store: SQLiteStore, tmp_path: Path) -> None:
+    sga = pytest.importorskip("stac_geoparquet.arrow")
+    originals = _items(store)[:20]
+    path = tmp_path / "theirs.parquet"
+    sga.to_parquet(sga.parse_stac_items_to_arrow(copy.deepcopy(originals)), path)
+    fresh = SQLiteStore(tmp_path / "fresh.db")
+    try:
+        report = import_items(path, fresh)
+        assert (report.collections, report.items) == (0, 20)
+        assert sorted(_items(fresh), key=lambda i: i["id"]) == sorted(
+            originals, key=lambda i: i["id"]
+        )
+    finally:
+        fresh.close()
+
+
 def test_safe_name() -> None:
     assert safe_name("SM_Alsace_20160102T172517_S1A_R088") == "SM_Alsace_20160102T172517_S1A_R088"
     assert safe_name("a/b") != safe_name("a_b")
@@ -425,6 +466,14 @@ def test_detect_format(exports: dict[str, Path], tmp_path: Path) -> None:
     assert detect_format(renamed) == "geoparquet"
     assert detect_format(exports["static"] / "catalog.json") == "static"
     assert detect_format(exports["static"] / "SoilMoisture" / "collection.json") == "static"
+    compact = tmp_path / "catalog.json"
+    compact.write_bytes(
+        orjson.dumps(orjson.loads((exports["static"] / "catalog.json").read_bytes()))
+    )
+    assert detect_format(compact) == "static"
+    lines = tmp_path / "items.json"
+    lines.write_bytes(exports["ndjson"].read_bytes())
+    assert detect_format(lines) == "ndjson"
 
 
 def test_geoparquet_needs_items(tmp_path: Path) -> None:

@@ -110,6 +110,18 @@ def export_store(
     return report
 
 
+def _root_document(path: Path) -> bool:
+    import orjson
+
+    if path.stat().st_size > 64 << 20:
+        return False
+    try:
+        doc = orjson.loads(path.read_bytes())
+    except (orjson.JSONDecodeError, OSError):
+        return False
+    return isinstance(doc, dict) and doc.get("type") in {"Catalog", "Collection"}
+
+
 def detect_format(path: Path) -> Format:
     """Guess the format of an export from its name, then its first bytes."""
     if path.is_dir():
@@ -131,10 +143,10 @@ def detect_format(path: Path) -> Format:
     if head.startswith(b"\x1f\x8b"):
         return "ndjson"
     if name.endswith(".json"):
-        text = head.lstrip()
-        # a pretty-printed STAC document (catalog.json, collection.json): several lines
-        first_line = text.split(b"\n", 1)[0].strip()
-        if first_line == b"{":
+        # one STAC Catalog or Collection document (catalog.json, collection.json), maybe
+        # pretty-printed, is the root of a static catalogue; anything else is read line by line
+        first_line = head.lstrip().split(b"\n", 1)[0].strip()
+        if first_line == b"{" or _root_document(path):
             return "static"
         return "ndjson"
     if head.lstrip().startswith(b"{"):

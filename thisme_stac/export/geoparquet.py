@@ -138,11 +138,19 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())[:300]
 
 
+_CONTAINERS = (dict, list)
+
+
 def _drop_nulls(value: Any) -> Any:
+    """``value`` without the ``None`` members of its dicts, at every depth."""
     if isinstance(value, dict):
-        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+        return {
+            k: _drop_nulls(v) if isinstance(v, _CONTAINERS) else v
+            for k, v in value.items()
+            if v is not None
+        }
     if isinstance(value, list):
-        return [_drop_nulls(v) for v in value]
+        return [_drop_nulls(v) if isinstance(v, _CONTAINERS) else v for v in value]
     return value
 
 

@@ -13,6 +13,7 @@ the items to stdout and no sidecar.
 from __future__ import annotations
 
 import gzip
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -62,6 +63,30 @@ def write_lines(items: Iterable[JSON], stream: _Writer) -> int:
     return n
 
 
+def _write_stdout(items: Iterable[JSON], progress: Progress | None) -> int:
+    written = 0
+
+    def tally(done: int) -> None:
+        nonlocal written
+        written = done
+        if progress is not None and done % 1000 == 0:
+            progress(done)
+
+    stream = sys.stdout.buffer
+    try:
+        n = write_lines(counted(items, tally, every=1), stream)
+        stream.flush()
+        if progress is not None:
+            progress(n)
+    except BrokenPipeError:
+        # the reader went away (``| head``): stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return written
+    return n
+
+
 def write_ndjson(
     items: Iterable[JSON],
     collections: list[JSON],
@@ -72,10 +97,7 @@ def write_ndjson(
 ) -> tuple[int, list[str]]:
     """Write items (and the collections sidecar); returns (item count, files written)."""
     if str(out) == "-":
-        stream = sys.stdout.buffer
-        n = write_lines(counted(items, progress), stream)
-        stream.flush()
-        return n, []
+        return _write_stdout(items, progress), []
     out = Path(out)
     gzipped = out.name.endswith(".gz")
     sidecar = sidecar_path(out)
