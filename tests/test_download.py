@@ -17,11 +17,11 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.fileserver import Behaviour, FileServer, content
 from thisme_stac.download import Downloader, DownloadOptions, download_items
 from thisme_stac.download.layout import local_path, sanitise
 from thisme_stac.errors import ConfigError
 from thisme_stac.simulator import GeneratedCatalogue, SimulatorServer
+from thisme_stac.simulator.fileserver import FileServer, content
 from thisme_stac.simulator.geotiff import geotiff_bytes
 
 SEED = "q=%23Central-Italy&collection=SoilMoisture"
@@ -153,7 +153,7 @@ def test_expired_tokens_are_refreshed(tmp_path: Path) -> None:
 def test_kill_9_then_rerun_resumes_with_range(tmp_path: Path) -> None:
     with FileServer() as server:
         size = 6_000_000
-        server.files["big.tif"] = Behaviour(size=size, throttle=2_000_000)
+        server.add("big.tif", size=size, throttle=2_000_000)
         items = _write_items(tmp_path / "items.json", [_item(server, "big.tif")])
         dest = tmp_path / "out"
         process = subprocess.Popen(
@@ -179,19 +179,25 @@ def test_kill_9_then_rerun_resumes_with_range(tmp_path: Path) -> None:
         kept = part.stat().st_size
         assert 0 < kept < size
         assert not part.with_suffix("").exists()
+        etag = part.with_name(part.name + ".etag").read_text()
         server.files["big.tif"].throttle = None
         result = _cli(str(items), "--dest", str(dest), "--quiet")
         assert result.returncode == 0, result.stderr
         final = part.with_suffix("")
         assert final.read_bytes() == content("big.tif", size)
-        gets = [e for e in server.log if e.method == "GET"]
+        gets = server.requests_for("big.tif")
+        assert len(gets) == 2
         assert gets[-1].range == f"bytes={kept}-"
+        assert gets[-1].if_range == etag  # the ETag of the first run's answer
         assert gets[-1].status == 206
+        assert gets[-1].sent == size - kept  # nothing on disk was fetched twice
+        manifest = orjson.loads((dest / "manifest.json").read_bytes())
+        assert manifest[0]["sha256"] == hashlib.sha256(content("big.tif", size)).hexdigest()
 
 
 def test_corrupt_local_file_is_fetched_again(tmp_path: Path) -> None:
     with FileServer() as server:
-        server.files["a.tif"] = Behaviour(size=50_000)
+        server.add("a.tif", size=50_000)
         item = _item(server, "a.tif")
         options = DownloadOptions(dest=tmp_path)
         first = download_items([item], options)
@@ -206,7 +212,7 @@ def test_corrupt_local_file_is_fetched_again(tmp_path: Path) -> None:
 
 def test_unverifiable_existing_file_is_fetched_again(tmp_path: Path) -> None:
     with FileServer() as server:
-        server.files["n.tif"] = Behaviour(size=20_000)
+        server.add("n.tif", size=20_000)
         item = _item(server, "n.tif", checksum=False)
         path = local_path(
             tmp_path, "{collection}/{site}/{id}/{filename}", item, "data", item["assets"]["data"]
@@ -222,7 +228,7 @@ def test_unverifiable_existing_file_is_fetched_again(tmp_path: Path) -> None:
 
 def test_wrong_bytes_are_detected_and_never_kept(tmp_path: Path) -> None:
     with FileServer() as server:
-        server.files["w.tif"] = Behaviour(size=40_000)
+        server.add("w.tif", size=40_000)
         item = _item(server, "w.tif")  # checksum of the right bytes
         server.files["w.tif"].wrong_bytes = True
         items = _write_items(tmp_path / "items.json", [item])
@@ -237,9 +243,9 @@ def test_wrong_bytes_are_detected_and_never_kept(tmp_path: Path) -> None:
 
 def test_server_errors_and_dropped_connections_are_retried(tmp_path: Path) -> None:
     with FileServer() as server:
-        server.files["r.tif"] = Behaviour(size=300_000, fail=[500, 503, 429], retry_after="0")
-        server.files["c.tif"] = Behaviour(size=300_000, close_after=100_000)
-        server.files["s.tif"] = Behaviour(size=300_000, stall_after=50_000)
+        server.add("r.tif", size=300_000, fail=[500, 503, 429], retry_after="0")
+        server.add("c.tif", size=300_000, close_after=100_000)
+        server.add("s.tif", size=300_000, stall_after=50_000)
         items = [_item(server, n) for n in ("r.tif", "c.tif", "s.tif")]
         result = download_items(
             items, DownloadOptions(dest=tmp_path, timeout=1.0, backoff=0.05, retries=6)
@@ -286,7 +292,7 @@ def test_hostile_names_stay_inside_dest(tmp_path: Path, item_id: str, href: str)
 
 def test_hostile_item_downloads_inside_dest(tmp_path: Path) -> None:
     with FileServer() as server:
-        server.files["evil.tif"] = Behaviour(size=1000)
+        server.add("evil.tif", size=1000)
         item = _item(server, "evil.tif", id="../../../outside")
         item["collection"] = "/abs"
         result = download_items([item], DownloadOptions(dest=tmp_path / "d"))
@@ -307,7 +313,7 @@ def test_sanitise_and_layout_errors() -> None:
 
 def test_sync_facade_inside_a_running_loop(tmp_path: Path) -> None:
     with FileServer() as server:
-        server.files["j.tif"] = Behaviour(size=10_000)
+        server.add("j.tif", size=10_000)
         item = _item(server, "j.tif")
 
         async def notebook_cell() -> int:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import netrc
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-import httpx
 import typer
+from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
-    MofNCompleteColumn,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
@@ -27,24 +24,27 @@ from thisme_stac.download.core import (
     Downloader,
     DownloadOptions,
     DownloadResult,
+    NetrcAuth,
     Progress,
     Transfer,
+    netrc_auth,
+    run_async,
 )
 from thisme_stac.download.layout import DEFAULT_LAYOUT
 from thisme_stac.errors import ConfigError, DownloadError
+from thisme_stac.resto.client import RestoClient, redact
 from thisme_stac.settings import ThismeSettings
 
 stderr = Console(stderr=True)
 
 
 class RichBars(Progress):
-    """Files and bytes (rate, ETA) on stderr."""
+    """One bar on stderr: files done, bytes done of the total, rate and ETA."""
 
     def __init__(self, console: Console, enabled: bool) -> None:
         self.bars = RichProgress(
-            TextColumn("[bold]{task.description}"),
+            TextColumn("[bold]{task.fields[files]}"),
             BarColumn(),
-            MofNCompleteColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
@@ -52,29 +52,46 @@ class RichBars(Progress):
             transient=True,
             disable=not enabled,
         )
-        self.files = self.bars.add_task("files", total=None)
-        self.bytes = self.bars.add_task("bytes", total=None)
+        self.done = 0
+        self.files = 0
+        self.task = self.bars.add_task("download", total=None, files="0/? files")
 
     def planned(self, files: int, total_bytes: int | None) -> None:
-        self.bars.update(self.files, total=files)
-        self.bars.update(self.bytes, total=total_bytes)
+        self.files = files
+        self.bars.update(self.task, total=total_bytes, files=f"0/{files} files")
+
+    def sized(self, total_bytes: int) -> None:
+        self.bars.update(self.task, total=total_bytes)
 
     def advance(self, nbytes: int) -> None:
-        self.bars.advance(self.bytes, nbytes)
+        self.bars.advance(self.task, nbytes)
 
     def finished(self, transfer: Transfer) -> None:
-        self.bars.advance(self.files, 1)
+        self.done += 1
+        self.bars.update(self.task, files=f"{self.done}/{self.files} files")
 
 
-def _netrc_auth() -> httpx.Auth | None:
-    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    if not path.is_file():
-        return None
-    try:
-        netrc.netrc(str(path))
-    except (netrc.NetrcParseError, OSError) as err:
-        raise ConfigError(f"cannot read {path}: {err}") from None
-    return httpx.NetRCAuth(str(path))
+def _resto_client(
+    base: str, username: str | None, settings: ThismeSettings, netrc: NetrcAuth | None
+) -> RestoClient:
+    """A resto client with the account from --username/env, else from netrc, else anonymous."""
+    user = username or settings.username
+    password = settings.password
+    found = netrc.credentials(urlsplit(base).hostname or "") if netrc is not None else None
+    if user is None and found is not None:
+        user, password = found[0], SecretStr(found[1])
+    elif user is not None and password is None:
+        if found is None or found[0] != user:
+            raise ConfigError(f"no password for {user}: set THISME_PASSWORD (or use ~/.netrc)")
+        password = SecretStr(found[1])
+    return RestoClient(
+        base,
+        username=user,
+        password=password,
+        token=settings.token,
+        timeout=settings.timeout,
+        retries=settings.retries,
+    )
 
 
 def _summary(result: DownloadResult, dry_run: bool) -> None:
@@ -105,7 +122,7 @@ def download(
         ),
     ] = None,
     resto_url: Annotated[
-        str | None, typer.Option(help="resto base URL [env THISME_RESTO_URL].")
+        str | None, typer.Option(help="resto base URL (env THISME_RESTO_URL).")
     ] = None,
     stac: Annotated[str | None, typer.Option(help="A STAC API root URL to search.")] = None,
     collection: Annotated[list[str] | None, typer.Option(help="STAC collection(s).")] = None,
@@ -115,10 +132,17 @@ def download(
     q: Annotated[str | None, typer.Option(help="Free-text search.")] = None,
     max_items: Annotated[int | None, typer.Option(min=1, help="Stop after N items.")] = None,
     asset: Annotated[
-        list[str] | None, typer.Option(help="Asset key(s) to fetch (default: data).")
+        list[str] | None,
+        typer.Option(help="Asset key to fetch, repeatable (default: role data, else all)."),
     ] = None,
     dest: Annotated[Path, typer.Option(help="Destination directory.")] = Path(),
-    layout: Annotated[str, typer.Option(help="Path template under --dest.")] = DEFAULT_LAYOUT,
+    layout: Annotated[
+        str,
+        typer.Option(
+            help="Path template under --dest; fields: collection site id asset filename year "
+            "platform."
+        ),
+    ] = DEFAULT_LAYOUT,
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="Parallel transfers.")] = 4,
     retries: Annotated[int, typer.Option(min=1, help="Attempts per file.")] = 5,
     dry_run: Annotated[
@@ -126,12 +150,16 @@ def download(
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress and no summary.")] = False,
     username: Annotated[
-        str | None, typer.Option(help="resto account [env THISME_USERNAME].")
+        str | None,
+        typer.Option(help="resto account (env THISME_USERNAME); password from THISME_PASSWORD."),
     ] = None,
 ) -> None:
-    """Download every product of a THISME query, a STAC search or an ItemCollection."""
+    """Download every product of a THISME query, a STAC search or an ItemCollection.
+
+    Parallel, resumable (.part + HTTP Range), verified (file:size, file:checksum), atomic.
+    Writes manifest.json and items.json (hrefs to the local files) into --dest.
+    """
     from thisme_stac.download import sources
-    from thisme_stac.resto.client import RestoClient
 
     settings = ThismeSettings()
     chosen = [x for x in (source, urlq, stac) if x]
@@ -147,18 +175,10 @@ def download(
         timeout=settings.timeout,
         dry_run=dry_run,
     )
-    resto: RestoClient | None = None
     base = resto_url or settings.resto_url
-    user = username or settings.username
-    if urlq is not None or user or settings.token:
-        resto = RestoClient(
-            base,
-            username=user,
-            password=settings.password,
-            token=settings.token,
-            timeout=settings.timeout,
-            retries=settings.retries,
-        )
+    netrc = netrc_auth()
+    wants_resto = urlq is not None or username or settings.username or settings.token
+    resto = _resto_client(base, username, settings, netrc) if wants_resto else None
     try:
         items: list[dict[str, Any]]
         if urlq is not None:
@@ -183,31 +203,25 @@ def download(
         if max_items is not None:
             items = items[:max_items]
 
-        def tokens(refresh: bool) -> dict[str, str]:
-            assert resto is not None
-            if refresh:
-                resto.refresh_token()
-            return resto.auth_headers()
-
         bars = RichBars(stderr, enabled=not quiet and stderr.is_terminal)
         downloader = Downloader(
             options,
-            token_provider=tokens if resto is not None else None,
+            token_provider=sources.resto_token_provider(resto) if resto is not None else None,
             token_hosts=[urlsplit(base).netloc] if resto is not None else [],
             progress=bars,
-            auth=_netrc_auth(),
+            auth=netrc,
         )
-        import asyncio
-
         with bars.bars:
-            result = asyncio.run(downloader.run(items))
+            result = run_async(downloader.run(items))
     finally:
         if resto is not None:
             resto.close()
     if dry_run:
+        root = dest.resolve()
         for transfer in result.transfers:
-            size = f"{transfer.size:,}" if transfer.size is not None else "?"
-            sys.stdout.write(f"{size}\t{transfer.path}\n")
+            size = str(transfer.size) if transfer.size is not None else "?"
+            where = transfer.path.relative_to(root).as_posix()
+            sys.stdout.write(f"{size}\t{where}\t{redact(transfer.href)}\n")
     if not quiet:
         _summary(result, dry_run)
     if result.failed:

@@ -11,11 +11,23 @@ import httpx
 import orjson
 
 from thisme_stac import __version__
+from thisme_stac.download.core import TokenProvider
 from thisme_stac.errors import ConfigError, DownloadError, TranslationError
 from thisme_stac.resto.client import RestoClient, redact
 from thisme_stac.resto.query import parse_urlq
 from thisme_stac.translate.constants import COLLECTION_ID
 from thisme_stac.translate.item import feature_to_item_dict
+
+
+def resto_token_provider(client: RestoClient) -> TokenProvider:
+    """Bearer headers from a resto account (Basic -> ``/auth``); ``refresh`` logs in again."""
+
+    def provider(refresh: bool) -> dict[str, str]:
+        if refresh:
+            client.refresh_token()
+        return client.auth_headers()
+
+    return provider
 
 
 def resto_items(
@@ -45,13 +57,23 @@ def stac_items(
     max_items: int | None = None,
     timeout: float = 60.0,
 ) -> Iterator[dict[str, Any]]:
-    """Items of a STAC API item search (GET), following ``next`` links (GET or POST)."""
+    """Items of a STAC API item search, following ``next`` links (GET or POST).
+
+    GET first; an API that answers 405 to GET is asked again with POST and a JSON body.
+    """
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"STAC API URL must start with http:// or https://: {url!r}")
     params: dict[str, Any] = {"limit": limit}
     if collections:
         params["collections"] = ",".join(collections)
     if bbox:
+        parts = bbox.split(",")
+        try:
+            [float(x) for x in parts]
+        except ValueError:
+            parts = []
+        if len(parts) not in (4, 6):
+            raise ConfigError(f"bbox must be west,south,east,north: {bbox!r}")
         params["bbox"] = bbox
     if datetime:
         params["datetime"] = datetime
@@ -67,6 +89,11 @@ def stac_items(
         while True:
             try:
                 response = http.send(request)
+                if response.status_code == 405 and request.method == "GET":
+                    request = http.build_request(
+                        "POST", url.rstrip("/") + "/search", json=_post_body(params)
+                    )
+                    response = http.send(request)
             except httpx.HTTPError as err:
                 raise DownloadError(f"cannot reach {redact(url)}: {err}") from None
             if response.status_code >= 400:
@@ -74,7 +101,11 @@ def stac_items(
                     f"STAC API answered {response.status_code} for {redact(str(request.url))}: "
                     f"{response.text[:200]}"
                 )
-            page = response.json()
+            try:
+                page = orjson.loads(response.content)
+            except orjson.JSONDecodeError:
+                shown = redact(str(request.url))
+                raise DownloadError(f"STAC API sent no JSON for {shown}") from None
             for feature in page.get("features") or []:
                 yield feature
                 count += 1
@@ -89,6 +120,18 @@ def stac_items(
                 request = http.build_request("POST", nxt["href"], json=nxt.get("body") or {})
             else:
                 request = http.build_request("GET", nxt["href"])
+
+
+def _post_body(params: Mapping[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = dict(params)
+    if "collections" in body:
+        body["collections"] = str(body["collections"]).split(",")
+    if "bbox" in body:
+        try:
+            body["bbox"] = [float(x) for x in str(body["bbox"]).split(",")]
+        except ValueError:
+            raise ConfigError(f"bbox must be numbers separated by commas: {body['bbox']}") from None
+    return body
 
 
 def file_items(source: str) -> list[dict[str, Any]]:

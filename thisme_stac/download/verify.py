@@ -13,6 +13,8 @@ HASHES: dict[int, Callable[[], Any]] = {
     0x11: hashlib.sha1,
     0x12: hashlib.sha256,
     0x13: hashlib.sha512,
+    0x14: hashlib.sha3_512,
+    0x16: hashlib.sha3_256,
     0xD5: hashlib.md5,
     0xB220: lambda: hashlib.blake2b(digest_size=32),
     0xB240: hashlib.blake2b,
@@ -64,21 +66,46 @@ def expected_for(asset: dict[str, Any]) -> Expected:
     checksum = asset.get("file:checksum")
     parsed = parse_multihash(checksum) if isinstance(checksum, str) else None
     return Expected(
-        size=size if isinstance(size, int) and size >= 0 else None,
+        size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
         code=parsed[0] if parsed else None,
         digest=parsed[1] if parsed else None,
     )
 
 
-def file_sha256(path: Path, *, sha: Any | None = None, extra: Any | None = None) -> str:
-    """sha256 of a file (fed into ``sha`` and ``extra`` when given), in 1 MiB blocks."""
-    sha = sha if sha is not None else hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            sha.update(block)
-            if extra is not None:
-                extra.update(block)
-    return sha.hexdigest()
+class Digests:
+    """sha256 (for the manifest) and the declared multihash, sharing sha2-256 when equal."""
+
+    def __init__(self, expected: Expected) -> None:
+        self.sha = hashlib.sha256()
+        self.extra = self.sha if expected.code == 0x12 else expected.new_hash()
+        self.all = [self.sha] if self.extra in (None, self.sha) else [self.sha, self.extra]
+
+    def update(self, data: bytes) -> None:
+        for digest in self.all:
+            digest.update(data)
+
+    def feed(self, path: Path) -> None:
+        """Hash a file in 1 MiB blocks."""
+        with path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                self.update(block)
+
+    @property
+    def declared(self) -> bytes | None:
+        """The digest to compare with ``file:checksum`` (None when it is not checkable)."""
+        return self.extra.digest() if self.extra is not None else None
+
+    @property
+    def sha256(self) -> str:
+        return str(self.sha.hexdigest())
+
+
+def check_file(path: Path, expected: Expected) -> tuple[int, str, str | None]:
+    """(size, sha256 hex, why it does not match or None) of a file on disk."""
+    digests = Digests(expected)
+    digests.feed(path)
+    size = path.stat().st_size
+    return size, digests.sha256, problem(expected, size, digests.declared)
 
 
 def problem(expected: Expected, size: int, digest: bytes | None) -> str | None:
