@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import multiprocessing
+import os
 import resource
 import shutil
 import subprocess
@@ -107,9 +108,13 @@ def _sha(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _table(rows: list[tuple[str, str, str]]) -> None:
-    header = ("measure", "target", "measured")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+def _load() -> str:
+    return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def _table(rows: list[tuple[str, str, str, str]]) -> None:
+    header = ("measure", "target", "measured", "load (1/5/15 min)")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
     print("|-" + "-|-".join("-" * w for w in widths) + "-|")
     for row in rows:
@@ -127,7 +132,7 @@ def main() -> None:
         return
     files = 40 if args.quick else 200
     big = (200 if args.quick else 1000) * 2**20
-    rows: list[tuple[str, str, str]] = []
+    rows: list[tuple[str, str, str, str]] = []
     queue: Any = multiprocessing.get_context("spawn").Queue()
     server = multiprocessing.get_context("spawn").Process(
         target=_serve, args=(queue, files, big), daemon=True
@@ -146,9 +151,10 @@ def main() -> None:
             speedup = sequential["seconds"] / ours["seconds"]
             rows.append(
                 (
-                    f"(1) {files} x 2 MB, 50 ms latency: speed-up over sequential",
+                    f"(1) {files} x 2 MB, 50 ms latency: speed-up over sequential (concurrency 8)",
                     ">= 4x",
                     f"{speedup:.1f}x ({sequential['seconds']:.1f} s -> {ours['seconds']:.1f} s)",
+                    _load(),
                 )
             )
             shutil.rmtree(work / "seq")
@@ -172,9 +178,11 @@ def main() -> None:
                     f"(2) one {mb:,.0f} MiB file: throughput vs curl",
                     ">= 90 %",
                     f"{curl_s / ours_s:.0%} ({mb / ours_s:,.0f} vs curl {mb / curl_s:,.0f} MiB/s)",
+                    _load(),
                 )
             )
-            rows.append(("(2) downloader process peak RSS", "< 100 MB", f"{ours['rss_mb']:.0f} MB"))
+            rss = f"{ours['rss_mb']:.0f} MB"
+            rows.append(("(2) downloader process peak RSS", "< 100 MB", rss, _load()))
     finally:
         server.kill()
     _table(rows)

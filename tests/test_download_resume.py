@@ -312,3 +312,24 @@ def test_resto_token_provider_and_netrc(tmp_path: Path, monkeypatch: pytest.Monk
             )
         assert result.count("downloaded") == 2
         assert any(r.path == "/auth" for r in sim.requests)
+
+
+def test_httpcore_read_size_knob_still_takes_effect() -> None:
+    """The downloader raises httpcore's read size; this fails if that knob goes or stops working."""
+    import asyncio
+
+    from thisme_stac.download.core import BATCH, tune_httpcore_reads
+
+    assert tune_httpcore_reads()
+
+    async def largest_chunk(url: str) -> int:
+        largest = 0
+        async with httpx.AsyncClient() as client, client.stream("GET", url) as response:
+            async for chunk in response.aiter_raw():
+                largest = max(largest, len(chunk))
+                await asyncio.sleep(0.002)  # let the socket buffer fill between reads
+        return largest
+
+    with FileServer() as server:
+        url = server.add("k.tif", size=8 * BATCH)
+        assert asyncio.run(largest_chunk(url)) > 64 * 1024
