@@ -137,6 +137,20 @@ def test_cli_main_prints_one_line(
     assert err == ["error: 1 file(s) failed: w/data (w/data: checksum differs from file:checksum)"]
 
 
+@pytest.mark.parametrize("args", [["--nope"], ["--concurrency", "0"], ["--retries", "x"]])
+def test_cli_usage_errors_are_short_messages(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from thisme_stac.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["download", *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "Error:" in err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

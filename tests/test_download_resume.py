@@ -333,3 +333,13 @@ def test_httpcore_read_size_knob_still_takes_effect() -> None:
     with FileServer() as server:
         url = server.add("k.tif", size=8 * BATCH)
         assert asyncio.run(largest_chunk(url)) > 64 * 1024
+
+
+def test_output_files_left_by_a_killed_run_are_removed(tmp_path: Path) -> None:
+    with FileServer() as server:
+        server.add("o.tif", size=1000)
+        stale = tmp_path / ".manifest.json.12345.tmp"
+        stale.write_bytes(b"[")
+        assert download_items([_item(server, "o.tif")], _options(tmp_path)).count("downloaded") == 1
+        assert not stale.exists()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["items.json", "manifest.json", "o"]

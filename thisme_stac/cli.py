@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import orjson
 import typer
@@ -19,6 +19,9 @@ from rich.progress import Progress
 from thisme_stac.errors import ConfigError, ThismeError
 from thisme_stac.harvest import HarvestReport
 from thisme_stac.settings import ThismeSettings
+
+if TYPE_CHECKING:
+    import click
 
 app = typer.Typer(
     name="thisme-stac",
@@ -46,7 +49,12 @@ def _root(
         handlers=[RichHandler(console=stderr, show_path=False, show_time=verbose > 0)],
         force=True,
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
+    from thisme_stac.resto.client import RedactUrls
+
+    httpx_log = logging.getLogger("httpx")
+    httpx_log.setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
+    if not any(isinstance(f, RedactUrls) for f in httpx_log.filters):
+        httpx_log.addFilter(RedactUrls())  # its request lines carry full URLs
 
 
 def _settings() -> ThismeSettings:
@@ -315,6 +323,14 @@ def _register() -> None:
         app.command("serve")(serve)
 
 
+def _usage_errors() -> tuple[type[click.ClickException], ...]:
+    """click's ClickException and the copy of it that recent typer versions raise instead."""
+    import click
+
+    bases = [c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"]
+    return (click.ClickException, *cast("list[type[click.ClickException]]", bases))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: ThismeError becomes one readable line and exit code 1."""
     import click
@@ -331,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         stderr.print("aborted")
         raise SystemExit(130) from None
-    except click.ClickException as err:
+    except _usage_errors() as err:
         err.show()
         raise SystemExit(err.exit_code) from None
     except KeyboardInterrupt:

@@ -232,6 +232,13 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
     return outcome[0]
 
 
+def _remove_stale_outputs(dest: Path) -> None:
+    """Temporary output files of a run that was killed while writing them."""
+    for name in (MANIFEST, ITEMS):
+        for stale in dest.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
 def atomic_json(path: Path, data: Any) -> None:
     """Write JSON to a temporary file beside ``path``, then rename it into place."""
     part = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -410,6 +417,7 @@ class Downloader:
                 result.seconds = time.perf_counter() - started
                 return result
             self.dest.mkdir(parents=True, exist_ok=True)
+            _remove_stale_outputs(self.dest)
             previous = self._previous_manifest()
             for transfer in transfers:
                 transfer.sized = transfer.expected.size is not None
@@ -736,6 +744,8 @@ class Downloader:
                 path = local.get((str(copy.get("id")), key))
                 if path is not None:
                     asset["href"] = f"./{path}"
+                elif _is_remote(asset.get("href")):  # not fetched: no token kept in its URL
+                    asset["href"] = redact(str(asset["href"]))
             copy["links"] = [
                 link
                 for link in copy.get("links") or []
@@ -743,6 +753,10 @@ class Downloader:
             ]
             features.append(copy)
         atomic_json(self.dest / ITEMS, {"type": "FeatureCollection", "features": features})
+
+
+def _is_remote(href: object) -> bool:
+    return isinstance(href, str) and href.startswith(("http://", "https://"))
 
 
 def _total(response: httpx.Response) -> int | None:

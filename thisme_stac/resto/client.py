@@ -73,6 +73,21 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="#%:"), ""))
 
 
+class RedactUrls(logging.Filter):
+    """Passes every record, with URL arguments (httpx logs them) redacted first."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact(str(a)) if isinstance(a, httpx.URL) or _is_url(a) else a for a in record.args
+            )
+        return True
+
+
+def _is_url(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(("http://", "https://"))
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("Retry-After")
     if not value:
