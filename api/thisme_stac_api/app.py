@@ -53,6 +53,7 @@ from thisme_stac_api.config import ApiSettings
 from thisme_stac_api.core import JSONBody, StoreCoreClient, blocking
 from thisme_stac_api.errors import add_error_handlers
 from thisme_stac_api.filters import StoreFiltersClient
+from thisme_stac_api.limits import RequestLimits
 from thisme_stac_api.transactions import StoreTransactionsClient, api_key_dependency
 
 #: Sort 1.0.0 has the same ``sortby`` semantics as 1.1.0; clients such as pystac-client only
@@ -195,6 +196,12 @@ def instantiate_api(settings: ApiSettings | None = None, store: Store | None = N
                 allow_methods=methods,
                 allow_headers=["Content-Type", "Authorization", "X-API-Key"],
                 max_age=600,
+            ),
+            Middleware(
+                RequestLimits,
+                max_body_bytes=settings.max_body_bytes,
+                max_url_bytes=settings.max_url_bytes,
+                max_header_bytes=settings.max_header_bytes,
             ),
             Middleware(ProxyHeaderMiddleware),
         ],

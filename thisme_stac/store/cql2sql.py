@@ -48,6 +48,10 @@ SPATIAL_OPS = {
 }
 COMPARISONS = {"=": "=", "<>": "<>", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 MAX_DEPTH = 64
+#: Operators and operands in one filter, and values bound for it: far above any real filter,
+#: well below SQLite's expression depth (1,000) and parameter (32,766) limits.
+MAX_NODES = 1000
+MAX_PARAMS = 10_000
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -101,15 +105,21 @@ class Compiler:
     def __init__(self) -> None:
         self.params: list[Any] = []
         self._depth = 0
+        self._nodes = 0
 
     def bind(self, value: Any) -> str:
+        if len(self.params) >= MAX_PARAMS:
+            raise InvalidQuery(f"filter has more than {MAX_PARAMS} values")
         self.params.append(value)
         return "?"
 
     def compile(self, node: Any) -> str:
         self._depth += 1
+        self._nodes += 1
         if self._depth > MAX_DEPTH:
             raise InvalidQuery("filter is nested too deeply")
+        if self._nodes > MAX_NODES:
+            raise InvalidQuery(f"filter has more than {MAX_NODES} terms")
         try:
             return self._compile(node)
         finally:
@@ -165,7 +175,15 @@ class Compiler:
                 return self.bind(to_micros(raw) if time_column else raw)
             if node.get("op") in ("casei", "accenti") and isinstance(node.get("args"), list):
                 fn = "lower" if node["op"] == "casei" else "thisme_unaccent"
-                return f"{fn}({self.scalar(node['args'][0])})"
+                if not node["args"]:
+                    raise InvalidQuery(f"{node['op']!r} takes one argument")
+                self._depth += 1
+                try:
+                    if self._depth > MAX_DEPTH:
+                        raise InvalidQuery("filter is nested too deeply")
+                    return f"{fn}({self.scalar(node['args'][0])})"
+                finally:
+                    self._depth -= 1
             raise InvalidQuery(f"unsupported operand {str(dict(node))[:60]}")
         if isinstance(node, bool):
             return "1" if node else "0"
