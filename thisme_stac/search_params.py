@@ -172,8 +172,6 @@ def parse_geometry(value: str | Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError("intersects must be a GeoJSON geometry object") from None
     if not isinstance(geometry, Mapping) or not isinstance(geometry.get("type"), str):
         raise ConfigError("intersects must be a GeoJSON geometry object")
-    if not _finite_coordinates(geometry):
-        raise ConfigError("intersects coordinates must be finite numbers")
     try:
         parsed = shapely.from_wkb(geometry_wkb(geometry))
     except InvalidQuery as err:
@@ -182,20 +180,6 @@ def parse_geometry(value: str | Mapping[str, Any]) -> dict[str, Any]:
         reason = shapely.is_valid_reason(parsed)
         raise ConfigError(f"intersects is not a valid geometry: {reason}")
     return dict(geometry)
-
-
-def _finite_coordinates(geometry: Mapping[str, Any]) -> bool:
-    """Every number under ``coordinates`` (of the geometry or of its members) is finite."""
-    pending: list[Any] = [geometry]
-    while pending:
-        node = pending.pop()
-        if isinstance(node, Mapping):
-            pending += [node.get("coordinates", []), *(node.get("geometries") or [])]
-        elif isinstance(node, list | tuple):
-            pending += node
-        elif not isinstance(node, int | float) or isinstance(node, bool) or not math.isfinite(node):
-            return False
-    return True
 
 
 def build_search(

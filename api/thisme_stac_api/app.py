@@ -73,6 +73,24 @@ WRITE_SCOPES: list[Scope] = [
 ]
 
 
+#: Deepest JSON nesting of a POST /search body (a filter, a geometry): beyond it, a 400.
+MAX_BODY_DEPTH = 64
+
+
+def _depth_exceeds(data: Any, limit: int) -> bool:
+    """Whether ``data`` nests arrays / objects more than ``limit`` levels (no recursion)."""
+    pending: list[tuple[Any, int]] = [(data, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if depth > limit:
+            return True
+        if isinstance(node, dict):
+            pending += [(v, depth + 1) for v in node.values() if isinstance(v, dict | list)]
+        elif isinstance(node, list):
+            pending += [(v, depth + 1) for v in node if isinstance(v, dict | list)]
+    return False
+
+
 class SearchPostRequest(BaseSearchPostRequest):
     """The POST /search body; anything but a JSON object is a 400, not a validator crash."""
 
@@ -81,6 +99,8 @@ class SearchPostRequest(BaseSearchPostRequest):
     def _object(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             raise ValueError("the request body must be a JSON object")
+        if _depth_exceeds(data, MAX_BODY_DEPTH):
+            raise ValueError(f"the request body nests more than {MAX_BODY_DEPTH} levels")
         if "fields" in data and data["fields"] is None:
             raise ValueError("fields must be an object with include and/or exclude arrays")
         return data

@@ -3,7 +3,8 @@
 A request whose target (path and query) or headers are too large is answered 414 / 431; a body
 larger than the limit is answered 413 as soon as its ``Content-Length`` says so, or, when it is
 sent in chunks, once the limit is passed (the rest is never read). Every answer is the usual
-JSON error body ``{"code", "description"}``.
+JSON error body ``{"code", "description"}``. (A request line over 64 KiB never reaches the
+application: uvicorn's HTTP parser refuses it with a plain-text 400.)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Defaults of ``THISME_MAX_BODY_BYTES``, ``THISME_MAX_URL_BYTES`` and ``THISME_MAX_HEADER_BYTES``.
 DEFAULT_MAX_BODY_BYTES = 4 * 2**20
-DEFAULT_MAX_URL_BYTES = 64 * 2**10
+DEFAULT_MAX_URL_BYTES = 32 * 2**10
 DEFAULT_MAX_HEADER_BYTES = 64 * 2**10
 
 

@@ -7,6 +7,7 @@ ever pasted into SQL text.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -91,12 +92,48 @@ def geometry_wkb(value: Any) -> bytes:
             half = len(box) // 2
             geom = shapely.box(box[0], box[1], box[half], box[half + 1])
         else:
+            if not _finite_coordinates(value):
+                raise InvalidQuery("geometry coordinates must be finite numbers")
+            _check_rings(value)
             geom = shape(value)
+    except InvalidQuery:
+        raise
     except Exception as err:  # shapely raises several types for bad GeoJSON
         raise InvalidQuery(f"invalid geometry literal: {err}") from None
     if geom.is_empty:
         raise InvalidQuery("empty geometry literal")
+    if not shapely.is_valid(geom):
+        raise InvalidQuery(f"invalid geometry literal: {shapely.is_valid_reason(geom)}")
     return bytes(geom.wkb)
+
+
+def _finite_coordinates(geometry: Any) -> bool:
+    """Every number under ``coordinates`` (of the geometry or of its members) is finite."""
+    pending: list[Any] = [geometry]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, Mapping):
+            pending += [node.get("coordinates", []), *(node.get("geometries") or [])]
+        elif isinstance(node, list | tuple):
+            pending += node
+        elif not isinstance(node, int | float) or isinstance(node, bool) or not math.isfinite(node):
+            return False
+    return True
+
+
+def _check_rings(value: Any) -> None:
+    """GeoJSON polygon rings are closed (shapely would close them silently)."""
+    kind = value.get("type") if isinstance(value, Mapping) else None
+    if kind == "Polygon":
+        polygons = [value.get("coordinates")]
+    elif kind == "MultiPolygon":
+        polygons = list(value.get("coordinates") or [])
+    else:
+        return
+    for rings in polygons:
+        for ring in rings if isinstance(rings, list) else []:
+            if isinstance(ring, list) and len(ring) >= 2 and ring[0] != ring[-1]:
+                raise InvalidQuery("invalid geometry literal: a polygon ring is not closed")
 
 
 class Compiler:
