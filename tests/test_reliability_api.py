@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -491,7 +492,9 @@ def _chunked(total: int, size: int = 1 << 16) -> Iterator[bytes]:
     yield b"0\r\n\r\n"
 
 
-def test_oversized_bodies_are_413_without_being_read(api: ApiServer) -> None:
+def test_oversized_bodies_are_413_without_being_read(
+    api: ApiServer, catalogue: tuple[str, str, list[dict[str, Any]]]
+) -> None:
     limit = api.settings.max_body_bytes
     declared = 50 * 2**20
     head = (
@@ -520,14 +523,16 @@ def test_oversized_bodies_are_413_without_being_read(api: ApiServer) -> None:
     assert accepted.status_code == 200, accepted.text
     record(
         "input",
-        "oversized bodies: 50 MB declared, 50 MB chunked (limit 4 MiB)",
+        f"oversized bodies: 50 MB declared, 50 MB chunked (limit 4 MiB) ({catalogue[0]})",
         runs=2,
         taken_bytes_declared=sent,
         taken_bytes_chunked=sent_chunked,
     )
 
 
-def test_huge_query_strings_and_headers_are_refused(api: ApiServer) -> None:
+def test_huge_query_strings_and_headers_are_refused(
+    api: ApiServer, catalogue: tuple[str, str, list[dict[str, Any]]]
+) -> None:
     """Over the limits: 414 / 431 JSON. A request line over 64 KiB is refused by uvicorn's
     HTTP parser itself (a plain-text 400) before the application sees it."""
     get = b"GET /search?q="
@@ -555,7 +560,11 @@ def test_huge_query_strings_and_headers_are_refused(api: ApiServer) -> None:
         if expected != 400:
             assert set(orjson.loads(body)) >= {"code", "description"}, name
         assert _responsive(api), name
-    record("input", "huge query strings, paths and headers (414 / 431 / 400)", runs=len(trials))
+    record(
+        "input",
+        f"huge query strings, paths and headers: 414 / 431 / 400 ({catalogue[0]})",
+        runs=len(trials),
+    )
 
 
 # --- reads while a harvest writes -----------------------------------------------------------------
@@ -627,7 +636,7 @@ class Walker:
 
     def walk(self, http: httpx.Client, rng: random.Random) -> None:
         """One keyset walk (GET or POST) checked against store snapshots around it."""
-        site = rng.choice([None, *self.sites])
+        site = None if rng.random() < 0.15 else rng.choice(self.sites)
         before = _ids_in_store(self.store, site)
         seen: list[str] = []
         keys: list[tuple[str, str]] = []
@@ -727,7 +736,7 @@ def test_reads_during_a_harvest_see_no_torn_pages(tmp_path: Path) -> None:
     from thisme_stac.simulator import GeneratedCatalogue, SimulatorServer
 
     store = tmp_path / "live.sqlite"
-    catalogue = GeneratedCatalogue()
+    catalogue = GeneratedCatalogue(end=datetime(2021, 1, 1, tzinfo=UTC))  # ~10k maps
     sites = ["Central-Italy", "Montpellier", "Beauce"]
     with SimulatorServer(catalogue, port=0) as sim:
         env = {**os.environ, "THISME_RESTO_URL": sim.url, "THISME_STORE": str(store)}
@@ -754,12 +763,14 @@ def test_reads_during_a_harvest_see_no_torn_pages(tmp_path: Path) -> None:
         try:
             _wait_for(url, serve)
             walker = Walker(url, store, sites)
-            readers = [threading.Thread(target=walker.run, args=(n,)) for n in range(3)]
+            readers = [threading.Thread(target=walker.run, args=(n,)) for n in range(2)]
+            started = time.monotonic()
             for reader in readers:
                 reader.start()
             harvest = _cli(
-                "harvest", "--collection", COLLECTION, "--page-size", "20", "--json", env=env
+                "harvest", "--collection", COLLECTION, "--page-size", "50", "--json", env=env
             )
+            harvest_seconds = time.monotonic() - started
             walker.stop.set()
             for reader in readers:
                 reader.join(120)
@@ -775,13 +786,17 @@ def test_reads_during_a_harvest_see_no_torn_pages(tmp_path: Path) -> None:
     assert (walker.skipped, walker.invented, walker.duplicated) == (0, 0, 0)
     assert b"Traceback" not in serve_err, serve_err.decode()[-3000:]
 
-    # after the harvest the API serves exactly what was harvested: every map of the simulator
+    # after the harvest the API serves exactly what was harvested: every map the simulator has
     stored = {item["id"]: item for item in _store_items(store)}
     assert report["complete"] is True
     assert report["failed"] == 0
     assert len(stored) == len(catalogue)
     assert set(served) == set(stored)
-    differing = [i for i, item in stored.items() if served[i] != item]
+    differing = [
+        i
+        for i, item in stored.items()
+        if served[i] != {k: v for k, v in item.items() if k != "links"}
+    ]
     assert not differing, differing[:5]
     record(
         "api",
@@ -795,6 +810,7 @@ def test_reads_during_a_harvest_see_no_torn_pages(tmp_path: Path) -> None:
         item_reads=walker.reads,
         requests=walker.requests,
         harvested=report["new"] + report["unchanged"] + report["updated"],
+        harvest_seconds=round(harvest_seconds, 1),
         served_after=len(served),
     )
 
@@ -908,7 +924,7 @@ def test_no_password_or_key_in_logs_errors_or_answers(tmp_path: Path) -> None:
                         )
                     )
                 failing = []
-                for path in ("search?limit=1", "_mgmt/health", "collections", "search?limit=1"):
+                for path in ("search?limit=1", "_mgmt/health"):
                     response = http.get(base + path)
                     failing.append(response.status_code)
                     answers.append(str(response.headers).encode() + response.content)
