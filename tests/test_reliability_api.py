@@ -349,9 +349,10 @@ def test_deeply_nested_and_oversized_queries_are_400(
     assert _responsive(api)
     record(
         "input",
-        f"deep nesting / oversized query: {name} ({catalogue[0]})",
+        f"deeply nested or oversized queries ({catalogue[0]})",
         runs=1,
         status=response.status_code,
+        case=name,
     )
 
 
@@ -431,7 +432,13 @@ def test_invalid_intersects_geometries_are_refused(
         assert response.status_code in statuses, (name, response.status_code, response.text)
         assert _is_json_error(response), response.text
     assert _responsive(api)
-    record("input", f"invalid intersects geometry: {name} ({catalogue[0]})", runs=2)
+    record(
+        "input",
+        f"invalid geometries in intersects and in s_intersects ({catalogue[0]})",
+        runs=2,
+        status=post.status_code,
+        case=name,
+    )
 
 
 def test_large_valid_geometry_is_answered(api: ApiServer) -> None:
