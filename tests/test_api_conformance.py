@@ -387,5 +387,5 @@ def test_schemathesis_openapi(
         runs=report["test_cases"]["generated"],
         errors=len(problems),
         operations=report["operations"]["tested"],
-        seed=SCHEMATHESIS_SEED,
+        seed=str(SCHEMATHESIS_SEED),
     )

@@ -21,6 +21,13 @@ DEFAULT_MAX_URL_BYTES = 32 * 2**10
 DEFAULT_MAX_HEADER_BYTES = 64 * 2**10
 
 
+class PayloadTooLarge(HTTPException):
+    """A chunked body passed the limit while the application read it (answered 413)."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(413, description)
+
+
 class RequestLimits:
     """ASGI middleware refusing oversized request targets, header sets and bodies."""
 
@@ -78,7 +85,7 @@ class RequestLimits:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body:
-                    raise HTTPException(413, self._too_large())
+                    raise PayloadTooLarge(self._too_large())
             return message
 
         return counted
