@@ -9,13 +9,15 @@ Both run against a real uvicorn server on 127.0.0.1 (``tests.apiserver``) over ~
   specification, with its reason. A real API bug is never allow-listed: the test fails until the
   API is fixed.
 * schemathesis (its CLI, in a subprocess) fuzzes every operation of the API's own OpenAPI
-  document (``/api``) with a fixed seed and at most 40 examples per operation: no 5xx, and every
-  response matches the schema and content type the document declares.
+  document (``/api``) with a fixed seed and at most 40 examples per operation (more with
+  ``THISME_SCHEMATHESIS_EXAMPLES``; scripts/reliability_report.py asks for 200): no 5xx, and
+  every response matches the schema and content type the document declares.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -28,6 +30,7 @@ import httpx
 import pytest
 
 from tests.apiserver import ApiServer, build_store, running_api
+from tests.reliability import record
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = Path(__file__).resolve().parent / "data" / "schemas"
@@ -36,7 +39,7 @@ COLLECTION = "SoilMoisture"
 #: A property every item has, for the fields extension's nested include/exclude cases.
 NESTED_PROPERTY = "properties.thisme:site"
 SCHEMATHESIS_SEED = 20261125
-SCHEMATHESIS_EXAMPLES = 40
+SCHEMATHESIS_EXAMPLES = int(os.environ.get("THISME_SCHEMATHESIS_EXAMPLES") or 40)
 
 
 @dataclass(frozen=True)
@@ -321,6 +324,7 @@ def _schemathesis_findings(output: str) -> str:
     return "\n".join(lines)
 
 
+@pytest.mark.reliability
 def test_schemathesis_openapi(
     api: ApiServer,
     catalogue: tuple[Path, list[dict[str, Any]]],
@@ -355,7 +359,12 @@ def test_schemathesis_openapi(
         f"--report-json-path={report_path}",
     ]
     done = subprocess.run(  # cwd: schemathesis and hypothesis leave caches in the working dir
-        command, cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False
+        command,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240 + 6 * SCHEMATHESIS_EXAMPLES,
+        check=False,
     )
     output = done.stdout + done.stderr
     assert report_path.exists(), output[-6000:]
@@ -371,4 +380,12 @@ def test_schemathesis_openapi(
         + "\n- ".join(problems)
         + "\n\n"
         + _schemathesis_findings(output)
+    )
+    record(
+        "input",
+        f"schemathesis: generated requests, {SCHEMATHESIS_EXAMPLES} examples per operation",
+        runs=report["test_cases"]["generated"],
+        errors=len(problems),
+        operations=report["operations"]["tested"],
+        seed=str(SCHEMATHESIS_SEED),
     )

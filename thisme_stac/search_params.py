@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +14,16 @@ from thisme_stac.errors import ConfigError
 from thisme_stac.store.base import SearchRequest, SortDirection, SortField
 
 OPEN_ENDS = ("", "..")
+#: Bounds on a filter given as text, checked before the ``cql2`` parser sees it: that parser
+#: recurses natively and takes the whole process down on a few thousand nested levels.
+MAX_FILTER_CHARS = 100_000
+MAX_FILTER_NESTING = 64
+MAX_FILTER_OPERATORS = 1000
+#: Most values in ``ids`` and ``collections``, and most free-text terms (OR-ed).
+MAX_LIST = 10_000
+MAX_TERMS = 100
+_FILTER_TOKENS = re.compile(r"'(?:[^']|'')*'?|\"[^\"]*\"?|[()]|[A-Za-z_]\w*|[-+*/]")
+_FILTER_OPERATORS = frozenset({"and", "or", "not", "+", "-", "*", "/"})
 
 
 def parse_bbox(text: str) -> tuple[float, ...]:
@@ -76,6 +87,10 @@ def parse_filter(text: str, lang: str | None = None) -> dict[str, Any]:
     stripped = text.strip()
     if lang is None:
         lang = "cql2-json" if stripped.startswith("{") else "cql2-text"
+    if len(stripped) > MAX_FILTER_CHARS:
+        raise ConfigError(f"filter is longer than {MAX_FILTER_CHARS} characters")
+    if lang == "cql2-text":
+        check_filter_text(stripped)
     try:
         if lang == "cql2-json":
             expr = cql2.parse_json(stripped)
@@ -100,6 +115,32 @@ def parse_filter(text: str, lang: str | None = None) -> dict[str, Any]:
     except InvalidQuery as err:
         raise ConfigError(f"invalid filter: {err}") from None
     return result
+
+
+def check_filter_text(text: str) -> None:
+    """Refuse cql2-text nested deeper than ``MAX_FILTER_NESTING`` parentheses or chaining more
+    than ``MAX_FILTER_OPERATORS`` operators (quoted literals and identifiers are skipped)."""
+    depth = operators = 0
+    for match in _FILTER_TOKENS.finditer(text):
+        part = match.group()
+        if part == "(":
+            depth += 1
+            if depth > MAX_FILTER_NESTING:
+                raise ConfigError("filter is nested too deeply")
+        elif part == ")":
+            depth = max(depth - 1, 0)
+        elif part.lower() in _FILTER_OPERATORS:
+            operators += 1
+            if operators > MAX_FILTER_OPERATORS:
+                raise ConfigError(f"filter has more than {MAX_FILTER_OPERATORS} operators")
+
+
+def _bounded(name: str, values: Sequence[str] | None, most: int = MAX_LIST) -> list[str] | None:
+    if not values:
+        return None
+    if len(values) > most:
+        raise ConfigError(f"{name} has more than {most} values")
+    return list(values)
 
 
 def parse_sortby(text: str) -> list[SortField]:
@@ -167,15 +208,15 @@ def build_search(
     else:
         filter_json = parse_filter(filter_text, filter_lang) if filter_text else None
     return SearchRequest(
-        collections=list(collections) if collections else None,
-        ids=list(ids) if ids else None,
+        collections=_bounded("collections", collections),
+        ids=_bounded("ids", ids),
         bbox=(parse_bbox(bbox) if isinstance(bbox, str) else check_bbox(bbox))
         if bbox is not None
         else None,
         intersects=parse_geometry(intersects) if intersects is not None else None,
         datetime=parse_datetime(datetime_text) if datetime_text else None,
         filter=filter_json,
-        q=list(q) if q else None,
+        q=_bounded("q", q, MAX_TERMS),
         sortby=(parse_sortby(sortby) if isinstance(sortby, str) else list(sortby))
         if sortby
         else None,

@@ -22,6 +22,15 @@ def load_api() -> Any:
     return api_app
 
 
+def shown_store(url: str) -> str:
+    """A store path as is; a store URL without its credentials (fit for logs)."""
+    if "://" not in url or url.startswith("sqlite:"):
+        return url
+    from thisme_stac.resto.client import redact
+
+    return redact(url)
+
+
 def build_app(
     store: str | None = None,
     *,
@@ -70,7 +79,7 @@ def serve(
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
     prefix = settings.root_path.rstrip("/")
     print(
-        f"STAC API on {settings.store} at http://{shown}:{port}{prefix}/ "
+        f"STAC API on {shown_store(settings.store)} at http://{shown}:{port}{prefix}/ "
         f"(OpenAPI: http://{shown}:{port}{prefix}{settings.docs_url})",
         file=sys.stderr,
         flush=True,

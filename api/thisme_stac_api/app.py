@@ -53,6 +53,7 @@ from thisme_stac_api.config import ApiSettings
 from thisme_stac_api.core import JSONBody, StoreCoreClient, blocking
 from thisme_stac_api.errors import add_error_handlers
 from thisme_stac_api.filters import StoreFiltersClient
+from thisme_stac_api.limits import RequestLimits
 from thisme_stac_api.transactions import StoreTransactionsClient, api_key_dependency
 
 #: Sort 1.0.0 has the same ``sortby`` semantics as 1.1.0; clients such as pystac-client only
@@ -72,6 +73,24 @@ WRITE_SCOPES: list[Scope] = [
 ]
 
 
+#: Deepest JSON nesting of a POST /search body (a filter, a geometry): beyond it, a 400.
+MAX_BODY_DEPTH = 64
+
+
+def _depth_exceeds(data: Any, limit: int) -> bool:
+    """Whether ``data`` nests arrays / objects more than ``limit`` levels (no recursion)."""
+    pending: list[tuple[Any, int]] = [(data, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if depth > limit:
+            return True
+        if isinstance(node, dict):
+            pending += [(v, depth + 1) for v in node.values() if isinstance(v, dict | list)]
+        elif isinstance(node, list):
+            pending += [(v, depth + 1) for v in node if isinstance(v, dict | list)]
+    return False
+
+
 class SearchPostRequest(BaseSearchPostRequest):
     """The POST /search body; anything but a JSON object is a 400, not a validator crash."""
 
@@ -80,6 +99,8 @@ class SearchPostRequest(BaseSearchPostRequest):
     def _object(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             raise ValueError("the request body must be a JSON object")
+        if _depth_exceeds(data, MAX_BODY_DEPTH):
+            raise ValueError(f"the request body nests more than {MAX_BODY_DEPTH} levels")
         if "fields" in data and data["fields"] is None:
             raise ValueError("fields must be an object with include and/or exclude arrays")
         return data
@@ -195,6 +216,12 @@ def instantiate_api(settings: ApiSettings | None = None, store: Store | None = N
                 allow_methods=methods,
                 allow_headers=["Content-Type", "Authorization", "X-API-Key"],
                 max_age=600,
+            ),
+            Middleware(
+                RequestLimits,
+                max_body_bytes=settings.max_body_bytes,
+                max_url_bytes=settings.max_url_bytes,
+                max_header_bytes=settings.max_header_bytes,
             ),
             Middleware(ProxyHeaderMiddleware),
         ],

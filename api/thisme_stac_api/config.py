@@ -9,6 +9,11 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 from stac_fastapi.types.config import ApiSettings as StacFastApiSettings
 
 from thisme_stac.settings import DEFAULT_STORE
+from thisme_stac_api.limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_URL_BYTES,
+)
 
 #: Largest page a client gets; larger ``limit`` values are served as this maximum, as
 #: OGC API Features requires ("SHALL NOT result in an error").
@@ -26,7 +31,9 @@ class ApiSettings(StacFastApiSettings):
 
     ``THISME_STORE`` selects the store, ``THISME_API_KEY`` enables the transaction routes,
     ``THISME_CORS_ORIGINS`` (comma-separated, ``*`` by default) restricts browsers,
-    ``THISME_ROOT_PATH`` serves the API below a path of a reverse proxy.
+    ``THISME_ROOT_PATH`` serves the API below a path of a reverse proxy,
+    ``THISME_MAX_BODY_BYTES`` / ``THISME_MAX_URL_BYTES`` / ``THISME_MAX_HEADER_BYTES`` bound
+    what a request may send (413 / 414 / 431 beyond).
     """
 
     model_config = SettingsConfigDict(env_prefix="THISME_", extra="ignore", env_file=None)
@@ -45,6 +52,9 @@ class ApiSettings(StacFastApiSettings):
     cors_origin_regex: str | None = None
     max_limit: int = DEFAULT_MAX_LIMIT
     browser_dir: str | None = None
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
+    max_url_bytes: int = Field(default=DEFAULT_MAX_URL_BYTES, ge=1024)
+    max_header_bytes: int = Field(default=DEFAULT_MAX_HEADER_BYTES, ge=1024)
 
     _split_origins = field_validator("cors_origins", mode="before")(_split)
 

@@ -251,16 +251,16 @@ class StoreCoreClient(AsyncBaseCoreClient):
         **kwargs: Any,
     ) -> Response:
         await self._collection_or_404(collection_id)
-        search = build_search(
+        search = self._get_request(
             collections=[collection_id],
             bbox=bbox,
-            datetime_text=datetime,
-            filter_text=filter_expr,
+            datetime=datetime,
+            limit=limit,
+            token=token,
+            sortby=sortby,
+            filter_expr=filter_expr,
             filter_lang=filter_lang,
             q=q,
-            sortby=_sort_fields(sortby),
-            limit=self._limit(limit),
-            token=token,
         )
         base = L.base_url(request)
         extra = [
@@ -291,7 +291,38 @@ class StoreCoreClient(AsyncBaseCoreClient):
         q: list[str] | None = None,
         **kwargs: Any,
     ) -> Response:
-        search = build_search(
+        search = self._get_request(
+            collections=collections,
+            ids=ids,
+            bbox=bbox,
+            intersects=intersects,
+            datetime=datetime,
+            limit=limit,
+            token=token,
+            sortby=sortby,
+            filter_expr=filter_expr,
+            filter_lang=filter_lang,
+            q=q,
+        )
+        return await self._run(request, search, _get_fields(request, fields))
+
+    def _get_request(
+        self,
+        *,
+        collections: list[str] | None,
+        bbox: Sequence[float] | None,
+        datetime: str | None,
+        limit: int | None,
+        token: str | None,
+        sortby: list[str] | None,
+        filter_expr: str | None,
+        filter_lang: str | None,
+        q: list[str] | None,
+        ids: list[str] | None = None,
+        intersects: str | None = None,
+    ) -> SearchRequest:
+        """The query parameters of GET /search and GET /collections/{id}/items as a search."""
+        return build_search(
             collections=collections,
             ids=ids,
             bbox=bbox,
@@ -304,7 +335,6 @@ class StoreCoreClient(AsyncBaseCoreClient):
             limit=self._limit(limit),
             token=token,
         )
-        return await self._run(request, search, _get_fields(request, fields))
 
     async def post_search(  # type: ignore[override]
         self, search_request: BaseSearchPostRequest, request: Request, **kwargs: Any

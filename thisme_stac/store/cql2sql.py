@@ -7,6 +7,7 @@ ever pasted into SQL text.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -48,6 +49,10 @@ SPATIAL_OPS = {
 }
 COMPARISONS = {"=": "=", "<>": "<>", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 MAX_DEPTH = 64
+#: Operators and operands in one filter, and values bound for it: far above any real filter,
+#: well below SQLite's expression depth (1,000) and parameter (32,766) limits.
+MAX_NODES = 1000
+MAX_PARAMS = 10_000
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -87,12 +92,48 @@ def geometry_wkb(value: Any) -> bytes:
             half = len(box) // 2
             geom = shapely.box(box[0], box[1], box[half], box[half + 1])
         else:
+            if not _finite_coordinates(value):
+                raise InvalidQuery("geometry coordinates must be finite numbers")
+            _check_rings(value)
             geom = shape(value)
+    except InvalidQuery:
+        raise
     except Exception as err:  # shapely raises several types for bad GeoJSON
         raise InvalidQuery(f"invalid geometry literal: {err}") from None
     if geom.is_empty:
         raise InvalidQuery("empty geometry literal")
+    if not shapely.is_valid(geom):
+        raise InvalidQuery(f"invalid geometry literal: {shapely.is_valid_reason(geom)}")
     return bytes(geom.wkb)
+
+
+def _finite_coordinates(geometry: Any) -> bool:
+    """Every number under ``coordinates`` (of the geometry or of its members) is finite."""
+    pending: list[Any] = [geometry]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, Mapping):
+            pending += [node.get("coordinates", []), *(node.get("geometries") or [])]
+        elif isinstance(node, list | tuple):
+            pending += node
+        elif not isinstance(node, int | float) or isinstance(node, bool) or not math.isfinite(node):
+            return False
+    return True
+
+
+def _check_rings(value: Any) -> None:
+    """GeoJSON polygon rings are closed (shapely would close them silently)."""
+    kind = value.get("type") if isinstance(value, Mapping) else None
+    if kind == "Polygon":
+        polygons = [value.get("coordinates")]
+    elif kind == "MultiPolygon":
+        polygons = list(value.get("coordinates") or [])
+    else:
+        return
+    for rings in polygons:
+        for ring in rings if isinstance(rings, list) else []:
+            if isinstance(ring, list) and len(ring) >= 2 and ring[0] != ring[-1]:
+                raise InvalidQuery("invalid geometry literal: a polygon ring is not closed")
 
 
 class Compiler:
@@ -101,15 +142,21 @@ class Compiler:
     def __init__(self) -> None:
         self.params: list[Any] = []
         self._depth = 0
+        self._nodes = 0
 
     def bind(self, value: Any) -> str:
+        if len(self.params) >= MAX_PARAMS:
+            raise InvalidQuery(f"filter has more than {MAX_PARAMS} values")
         self.params.append(value)
         return "?"
 
     def compile(self, node: Any) -> str:
         self._depth += 1
+        self._nodes += 1
         if self._depth > MAX_DEPTH:
             raise InvalidQuery("filter is nested too deeply")
+        if self._nodes > MAX_NODES:
+            raise InvalidQuery(f"filter has more than {MAX_NODES} terms")
         try:
             return self._compile(node)
         finally:
@@ -165,7 +212,15 @@ class Compiler:
                 return self.bind(to_micros(raw) if time_column else raw)
             if node.get("op") in ("casei", "accenti") and isinstance(node.get("args"), list):
                 fn = "lower" if node["op"] == "casei" else "thisme_unaccent"
-                return f"{fn}({self.scalar(node['args'][0])})"
+                if not node["args"]:
+                    raise InvalidQuery(f"{node['op']!r} takes one argument")
+                self._depth += 1
+                try:
+                    if self._depth > MAX_DEPTH:
+                        raise InvalidQuery("filter is nested too deeply")
+                    return f"{fn}({self.scalar(node['args'][0])})"
+                finally:
+                    self._depth -= 1
             raise InvalidQuery(f"unsupported operand {str(dict(node))[:60]}")
         if isinstance(node, bool):
             return "1" if node else "0"

@@ -286,6 +286,7 @@ class PgstacStore:
         create: bool = True,
         pool_size: int = 8,
         connect_timeout: int = 10,
+        pool_timeout: float = 10.0,
     ) -> None:
         self.url = url
         self.target = _Target(url)
@@ -293,6 +294,9 @@ class PgstacStore:
         self._pool_lock = threading.Lock()
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout
+        #: how long a caller waits for a pooled connection (a database gone away: a 503
+        #: after this, not after psycopg_pool's 30 s)
+        self._pool_timeout = pool_timeout
         try:
             conn = psycopg.connect(url, connect_timeout=connect_timeout, autocommit=True)
         except psycopg.Error as err:
@@ -405,6 +409,7 @@ class PgstacStore:
                         "options": "-c search_path=pgstac,public",
                     },
                     check=ConnectionPool.check_connection,
+                    timeout=self._pool_timeout,
                     name="thisme-pgstac",
                     open=True,
                 )
