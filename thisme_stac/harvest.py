@@ -194,12 +194,13 @@ class Harvester:
             for page in prefetch(pages):
                 report.pages += 1
                 report.duplicates += page.duplicates
+                self._reject(page.rejected, report)
                 items = self._translate(page.features, collection, report, state)
                 state["next"] = page.next_url
                 result = self.store.upsert_items(
                     items, checkpoint=(key, orjson.dumps(state).decode())
                 )
-                report.fetched += len(page.features)
+                report.fetched += len(page.features) + len(page.rejected)
                 report.new += result.new
                 report.updated += result.updated
                 report.unchanged += result.unchanged
@@ -229,6 +230,15 @@ class Harvester:
             log.warning("ignoring an unreadable checkpoint %s", key)
             return {}
         return value if isinstance(value, dict) else {}
+
+    @staticmethod
+    def _reject(reasons: list[str], report: HarvestReport) -> None:
+        """Count entries of a page that were not features at all."""
+        for reason in reasons:
+            report.skipped += 1
+            if len(report.skipped_reasons) < MAX_REPORTED_ERRORS:
+                report.skipped_reasons.append(reason)
+            log.warning("skipped a feature: %s", reason)
 
     def _translate(
         self,

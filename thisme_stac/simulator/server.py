@@ -683,10 +683,6 @@ class _Handler(BaseHTTPRequestHandler):
         if match:
             plan = self._plan
             body = resto.search(base, match.group(1), pairs, shift=plan.shift)
-            if plan.duplicate is not None:
-                copies = duplicate_features(body["features"], plan.duplicate)
-                if not plan.garbled:
-                    self.server.faults.count("duplicates", copies)
             if plan.shift is not None and not plan.garbled:
                 cursor = int(dict(pairs)["lt"]) if "lt" in dict(pairs) else None
                 repeated = sum(
@@ -695,6 +691,10 @@ class _Handler(BaseHTTPRequestHandler):
                 )
                 self.server.faults.count("duplicates", repeated)
                 self.server.faults.count("shift")
+            if plan.duplicate is not None:
+                copies = duplicate_features(body["features"], plan.duplicate)
+                if not plan.garbled:
+                    self.server.faults.count("duplicates", copies)
             self._send(200, orjson.dumps(body), head=head)
             return
         match = re.fullmatch(r"/features/([^/]+?)(\.json)?(/download)?", path)

@@ -26,7 +26,9 @@ def _list(value: Any) -> list[Any]:
 
 
 def _label(feature: Mapping[str, Any], props: Mapping[str, Any]) -> str:
-    return str(props.get("productIdentifier") or feature.get("id") or "<feature without id>")
+    """How messages name a feature (cut to a readable length)."""
+    label = str(props.get("productIdentifier") or feature.get("id") or "<feature without id>")
+    return label if len(label) <= 80 else label[:77] + "..."
 
 
 def format_datetime(value: datetime) -> str:
@@ -47,9 +49,9 @@ def _datetime(value: Any, name: str, label: str, *, required: bool) -> datetime 
         raise TranslationError(f"{label}: {name} is not a date-time string")
     try:
         parsed = datetime.fromisoformat(value.replace("z", "Z"))
-    except ValueError:
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         raise TranslationError(f"{label}: invalid {name} {value[:40]!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _check_position(pos: Any, bounds: list[float], label: str) -> None:
