@@ -804,6 +804,10 @@ class SimulatorServer:
     def requests(self) -> list[RequestRecord]:
         return self._server.requests
 
+    def inject(self, faults: Faults | None) -> None:
+        """Switch fault injection on (or off) while serving; the fault counters restart."""
+        self._server.faults = FaultInjector(faults)
+
     @property
     def fault_stats(self) -> dict[str, int]:
         """Faults served so far by kind; ``duplicates``: repeated features of whole pages."""
