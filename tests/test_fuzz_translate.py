@@ -280,7 +280,7 @@ def server() -> Iterator[ScriptedServer]:
 def test_page_parsing_yields_pages_or_resto_errors(server: ScriptedServer) -> None:
     seen: Counter[str] = Counter()
 
-    @FUZZ
+    @settings(FUZZ, max_examples=200)
     @given(page=pages, raw=st.booleans())
     def check(page: Any, raw: bool) -> None:
         body = orjson.dumps(page)

@@ -252,23 +252,28 @@ def _state(url: str, resto_url: str) -> tuple[int, dict[str, Any]]:
 @pytest.mark.parametrize("kind", STORES)
 def test_kill_9_at_random_moments_then_rerun_converges(kind: str, tmp_path: Path) -> None:
     """``kill -9`` of ``thisme-stac harvest`` at seeded random moments of the harvest; the
-    rerun brings the store to exactly the uninterrupted run's, with a consistent report."""
+    rerun brings the store to exactly the uninterrupted run's, with a consistent report.
+
+    A kill is aimed after a random number of search requests served to the harvester plus a
+    random delay of up to one page's time, so that it lands mid-harvest whatever the load.
+    """
     catalogue = GeneratedCatalogue(end=END)
     total = len(catalogue)
     rng = random.Random(f"kill-9-{kind}")
-    # pgstac writes slower: larger pages keep its trials short; a little latency per request
-    # spreads the SQLite harvest over enough time to aim the kills
-    page, latency = (PAGE, 0.01) if kind == "sqlite" else (2 * PAGE, 0.0)
+    page = PAGE if kind == "sqlite" else 2 * PAGE  # pgstac writes slower: fewer, larger pages
     outcomes: Counter[str] = Counter()
     lost = duplicated = 0
     with (
-        SimulatorServer(catalogue, faults=Faults(latency=latency)) as sim,
+        SimulatorServer(catalogue) as sim,
         _store_url(kind, tmp_path, "reference") as reference_url,
     ):
         reference = _cli_harvest(sim.url, reference_url, page)
         assert reference["new"] == total
         expected = _fingerprint(reference_url)
+        page_time = reference["seconds"] / reference["pages"]
         for trial in range(KILL_TRIALS):
+            after_requests = rng.randrange(1, reference["pages"])
+            delay = rng.uniform(0, page_time)
             with _store_url(kind, tmp_path, f"killed{trial}") as url:
                 env = {**os.environ, "THISME_RESTO_URL": sim.url, "THISME_STORE": url}
                 mark = len(sim.requests)
@@ -280,10 +285,14 @@ def test_kill_9_at_random_moments_then_rerun_converges(kind: str, tmp_path: Path
                 )
                 deadline = time.monotonic() + 60
                 while proc.poll() is None and time.monotonic() < deadline:
-                    if any(r.path.endswith("/features") for r in sim.requests[mark:]):
+                    served = sum(
+                        r.path.removesuffix(".json").endswith("/features")
+                        for r in sim.requests[mark:]
+                    )
+                    if served >= after_requests:
                         break
-                    time.sleep(0.002)
-                time.sleep(rng.uniform(0, reference["seconds"]))
+                    time.sleep(0.001)
+                time.sleep(delay)
                 killed = proc.poll() is None
                 if killed:
                     os.kill(proc.pid, signal.SIGKILL)
