@@ -111,11 +111,62 @@ PROP_KEYS = [
 _DELETE = object()
 
 
+valid_positions = st.lists(st.floats(-90, 90), min_size=2, max_size=3)
+hostile_coordinates = st.sampled_from([-180, 180, 1e-300, 1e308, math.nan, math.inf, 12, True])
+positions = (
+    valid_positions
+    | valid_positions
+    | valid_positions
+    | st.lists(hostile_coordinates, max_size=4)
+    | json_values
+)
+GEOMETRY_DEPTH = {
+    "Point": 0,
+    "MultiPoint": 1,
+    "LineString": 1,
+    "MultiLineString": 2,
+    "Polygon": 2,
+    "MultiPolygon": 3,
+}
+
+
+def _nested(depth: int) -> st.SearchStrategy[Any]:
+    if depth == 0:
+        return positions
+    return st.lists(_nested(depth - 1), max_size=3 if depth == 1 else 2)
+
+
+def _close_rings(coords: Any, depth: int) -> None:
+    if not isinstance(coords, list):
+        return
+    if depth == 2:
+        for ring in coords:
+            if isinstance(ring, list) and ring:
+                ring.append(copy.deepcopy(ring[0]))
+    elif depth == 3:
+        for polygon in coords:
+            _close_rings(polygon, 2)
+
+
+@st.composite
+def geometries(draw: st.DrawFn) -> dict[str, Any]:
+    """GeoJSON-like geometries: right or wrong nesting, short lines, open or closed rings,
+    2-4 numbers per position, values in and out of range."""
+    kind = draw(st.sampled_from(sorted(GEOMETRY_DEPTH)))
+    depth = GEOMETRY_DEPTH[kind] if draw(st.integers(0, 3)) else draw(st.integers(0, 3))
+    coords = draw(_nested(depth))
+    if draw(st.booleans()):
+        _close_rings(coords, depth)
+    return {"type": kind, "coordinates": coords}
+
+
 @st.composite
 def mutations(draw: st.DrawFn) -> tuple[str, ...]:
     """One change to a feature: (kind, *where)."""
     kind = draw(
-        st.sampled_from(["top", "prop", "coord", "ring", "geomtype", "date", "delete", "delete"])
+        st.sampled_from(
+            ["top", "prop", "coord", "ring", "geomtype", "geometry", "date", "delete", "delete"]
+        )
     )
     if kind in ("top", "delete"):
         return (kind, draw(st.sampled_from(TOP_KEYS + [f"p.{k}" for k in PROP_KEYS])))
@@ -156,6 +207,8 @@ def hostile_features(draw: st.DrawFn, index: int = 0) -> Any:
             _set(feature, f"p.{change[1]}", draw(json_values))
         elif kind == "date":
             _set(feature, f"p.{change[1]}", draw(st.sampled_from(ABSURD_DATES)))
+        elif kind == "geometry":
+            feature["geometry"] = draw(geometries())
         geometry = feature.get("geometry")
         if not isinstance(geometry, dict) or not isinstance(geometry.get("coordinates"), list):
             continue
@@ -202,8 +255,9 @@ FUZZ = settings(
 )
 
 
-def test_translator_yields_valid_items_or_translation_errors() -> None:
+def test_translator_yields_valid_storable_items_or_translation_errors(tmp_path: Path) -> None:
     seen: Counter[str] = Counter()
+    store = open_store(str(tmp_path / "accepted.sqlite"))
 
     @FUZZ
     @given(feature=hostile_features())
@@ -217,13 +271,50 @@ def test_translator_yields_valid_items_or_translation_errors() -> None:
         seen["accepted"] += 1
         orjson.dumps(outcome)
         assert validation_errors(outcome) == [], outcome["id"]
+        store.upsert_items([outcome])  # what the translator accepts, the store takes
 
-    check()
+    try:
+        check()
+    finally:
+        store.close()
     assert seen["rejected"] > 50
     assert seen["accepted"] > 10
     record(
         "input",
         "hypothesis: malformed resto features through the translator",
+        runs=seen["runs"],
+        rejected=seen["rejected"],
+        accepted=seen["accepted"],
+    )
+
+
+def test_generated_geometries_are_rejected_or_storable(tmp_path: Path) -> None:
+    seen: Counter[str] = Counter()
+    store = open_store(str(tmp_path / "geometries.sqlite"))
+
+    @FUZZ
+    @given(geometry=geometries())
+    def check(geometry: dict[str, Any]) -> None:
+        feature = copy.deepcopy(GOOD[0])
+        feature["geometry"] = geometry
+        outcome = _translate(feature)
+        seen["runs"] += 1
+        if isinstance(outcome, TranslationError):
+            seen["rejected"] += 1
+            return
+        seen["accepted"] += 1
+        assert validation_errors(outcome) == [], geometry
+        store.upsert_items([outcome])
+
+    try:
+        check()
+    finally:
+        store.close()
+    assert seen["accepted"] > 20
+    assert seen["rejected"] > 20
+    record(
+        "input",
+        "hypothesis: generated GeoJSON geometries through the translator into the store",
         runs=seen["runs"],
         rejected=seen["rejected"],
         accepted=seen["accepted"],
