@@ -14,6 +14,7 @@ import math
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.pgstac_db import temporary_database
 from tests.reliability import record
 from tests.restoserver import Reply, ScriptedServer, scripted_server
 from thisme_stac.errors import RestoError, TranslationError
@@ -30,7 +32,8 @@ from thisme_stac.resto.client import RestoClient
 from thisme_stac.resto.query import parse_urlq
 from thisme_stac.simulator import GeneratedCatalogue
 from thisme_stac.simulator.server import Resto, _Options
-from thisme_stac.store import open_store
+from thisme_stac.store import Store, open_store
+from thisme_stac.translate.collection import build_collection
 from thisme_stac.translate.item import feature_to_item_dict
 from thisme_stac.validate import validation_errors
 
@@ -255,9 +258,44 @@ FUZZ = settings(
 )
 
 
-def test_translator_yields_valid_storable_items_or_translation_errors(tmp_path: Path) -> None:
+STORES = ["sqlite", pytest.param("pgstac", marks=pytest.mark.pgstac)]
+
+
+@contextmanager
+def _store(kind: str, tmp_path: Path) -> Iterator[Store]:
+    """An empty store of ``kind`` holding the SoilMoisture collection."""
+    with ExitStack() as stack:
+        if kind == "sqlite":
+            url = str(tmp_path / "fuzz.sqlite")
+        else:
+            url = stack.enter_context(temporary_database())
+        store = open_store(url)
+        try:
+            store.upsert_collection(build_collection(None))
+            yield store
+        finally:
+            store.close()
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_translator_yields_valid_storable_items_or_translation_errors(
+    kind: str, tmp_path: Path
+) -> None:
     seen: Counter[str] = Counter()
-    store = open_store(str(tmp_path / "accepted.sqlite"))
+    with _store(kind, tmp_path) as store:
+        _check_features(store, seen)
+    assert seen["rejected"] > 50
+    assert seen["accepted"] > 10
+    record(
+        "input",
+        f"hypothesis: malformed resto features through the translator into the store ({kind})",
+        runs=seen["runs"],
+        rejected=seen["rejected"],
+        accepted=seen["accepted"],
+    )
+
+
+def _check_features(store: Store, seen: Counter[str]) -> None:
 
     @FUZZ
     @given(feature=hostile_features())
@@ -273,25 +311,26 @@ def test_translator_yields_valid_storable_items_or_translation_errors(tmp_path: 
         assert validation_errors(outcome) == [], outcome["id"]
         store.upsert_items([outcome])  # what the translator accepts, the store takes
 
-    try:
-        check()
-    finally:
-        store.close()
-    assert seen["rejected"] > 50
-    assert seen["accepted"] > 10
+    check()
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_generated_geometries_are_rejected_or_storable(kind: str, tmp_path: Path) -> None:
+    seen: Counter[str] = Counter()
+    with _store(kind, tmp_path) as store:
+        _check_geometries(store, seen)
+    assert seen["accepted"] > 20
+    assert seen["rejected"] > 20
     record(
         "input",
-        "hypothesis: malformed resto features through the translator",
+        f"hypothesis: generated GeoJSON geometries through the translator into the store ({kind})",
         runs=seen["runs"],
         rejected=seen["rejected"],
         accepted=seen["accepted"],
     )
 
 
-def test_generated_geometries_are_rejected_or_storable(tmp_path: Path) -> None:
-    seen: Counter[str] = Counter()
-    store = open_store(str(tmp_path / "geometries.sqlite"))
-
+def _check_geometries(store: Store, seen: Counter[str]) -> None:
     @FUZZ
     @given(geometry=geometries())
     def check(geometry: dict[str, Any]) -> None:
@@ -306,19 +345,7 @@ def test_generated_geometries_are_rejected_or_storable(tmp_path: Path) -> None:
         assert validation_errors(outcome) == [], geometry
         store.upsert_items([outcome])
 
-    try:
-        check()
-    finally:
-        store.close()
-    assert seen["accepted"] > 20
-    assert seen["rejected"] > 20
-    record(
-        "input",
-        "hypothesis: generated GeoJSON geometries through the translator into the store",
-        runs=seen["runs"],
-        rejected=seen["rejected"],
-        accepted=seen["accepted"],
-    )
+    check()
 
 
 # --- pages ------------------------------------------------------------------------------------

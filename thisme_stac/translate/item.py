@@ -91,6 +91,13 @@ def _walk_positions(coords: Any, depth: int, bounds: list[float], label: str) ->
 _DEPTH = {"Point": 0, "MultiPoint": 1, "LineString": 1, "MultiLineString": 2, "Polygon": 2}
 
 
+def _dimensions(coords: Any, depth: int) -> set[int]:
+    """Lengths of the positions of checked coordinates."""
+    if depth == 0:
+        return {len(coords)}
+    return set().union(*(_dimensions(child, depth - 1) for child in coords))
+
+
 def _geometry(geometry: Any, label: str) -> tuple[dict[str, Any], list[float]]:
     """Check a GeoJSON geometry and return it with its bbox; nothing is repaired."""
     if not isinstance(geometry, Mapping):
@@ -102,6 +109,8 @@ def _geometry(geometry: Any, label: str) -> tuple[dict[str, Any], list[float]]:
     depth = _DEPTH.get(str(kind), 3)
     bounds = [math.inf, math.inf, -math.inf, -math.inf]
     _walk_positions(coords, depth, bounds, label)
+    if len(_dimensions(coords, depth)) > 1:
+        raise TranslationError(f"{label}: geometry mixes 2D and 3D positions")
     if kind in ("LineString", "MultiLineString"):
         lines: list[Any] = [coords] if kind == "LineString" else list(coords)
         if any(len(line) < 2 for line in lines):
