@@ -27,7 +27,7 @@ from tests.pgstac_db import temporary_database
 from tests.reliability import record
 from tests.restoserver import Reply, ScriptedServer, scripted_server
 from thisme_stac.errors import RestoError, TranslationError
-from thisme_stac.harvest import Harvester
+from thisme_stac.harvest import Harvester, checkpoint_key
 from thisme_stac.resto.client import RestoClient
 from thisme_stac.resto.query import parse_urlq
 from thisme_stac.simulator import GeneratedCatalogue
@@ -493,3 +493,26 @@ def test_harvest_keeps_good_features_and_counts_every_bad_one(
         bad_counted=seen["bad"],
         good_kept=seen["good"],
     )
+
+
+def test_an_updated_date_in_the_future_does_not_poison_incremental_harvests(
+    server: ScriptedServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    features = [_unique_ids(copy.deepcopy(f), n) for n, f in enumerate(GOOD[:3])]
+    features[1]["properties"]["updated"] = "9999-12-31T23:59:59Z"
+    page = {"type": "FeatureCollection", "properties": {"links": []}, "features": features}
+    server.routes.clear()
+    server.routes[FIRST_PAGE] = Reply(200, orjson.dumps(page))
+    store = open_store(str(tmp_path / "future.sqlite"))
+    try:
+        with caplog.at_level(logging.WARNING), RestoClient(server.url) as client:
+            report = Harvester(client, store).harvest(QUERY)
+        state = orjson.loads(store.get_checkpoint(checkpoint_key(server.url, QUERY)) or "{}")
+    finally:
+        store.close()
+    assert report.complete
+    assert report.new == 3
+    legit = max(features[n]["properties"]["updated"] for n in (0, 2))
+    assert state["hwm"] == legit
+    assert any("in the future" in r.getMessage() for r in caplog.records)
+    record("input", "a resto 'updated' in year 9999 (incremental mark kept sane)", runs=1)

@@ -32,6 +32,9 @@ from thisme_stac.translate.item import feature_to_item_dict
 log = logging.getLogger("thisme_stac.harvest")
 
 MAX_REPORTED_ERRORS = 50
+#: ``updated`` values beyond now + this are not trusted as the incremental mark: one would stop
+#: every later incremental run from asking for anything
+FUTURE_TOLERANCE = timedelta(days=1)
 
 
 @dataclass(slots=True)
@@ -135,7 +138,8 @@ def _parse_time(value: object) -> datetime | None:
 
 def _resto_time(value: datetime) -> str:
     """Format for resto's date parameters (``YYYY-MM-DDTHH:MM:SS.ffffffZ``)."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    value = value.astimezone(UTC)
+    return f"{value.year:04d}-{value:%m-%dT%H:%M:%S.%fZ}"  # %Y does not pad years < 1000
 
 
 class Harvester:
@@ -249,6 +253,7 @@ class Harvester:
     ) -> list[JSON]:
         items: list[JSON] = []
         run_max = _parse_time(state.get("run_max"))
+        horizon = datetime.now(UTC) + FUTURE_TOLERANCE
         for feature in features:
             try:
                 items.append(feature_to_item_dict(feature, collection_id=collection))
@@ -260,7 +265,11 @@ class Harvester:
                 continue
             props = feature.get("properties")
             updated = _parse_time(props.get("updated")) if isinstance(props, dict) else None
-            if updated is not None and (run_max is None or updated > run_max):
+            if updated is not None and updated > horizon:
+                log.warning(
+                    "%s: updated %s is in the future, not a harvest mark", items[-1]["id"], updated
+                )
+            elif updated is not None and (run_max is None or updated > run_max):
                 run_max = updated
         if run_max is not None:
             state["run_max"] = _resto_time(run_max)
