@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
-import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from thisme_stac.harvest import Harvester, checkpoint_key
+from thisme_stac.harvest import Harvester
 from thisme_stac.resto.client import RestoClient
 from thisme_stac.resto.query import parse_urlq
 from thisme_stac.simulator import GeneratedCatalogue, SimulatorServer
@@ -50,17 +47,6 @@ def _store_items(path: Path) -> dict[str, bytes]:
         }
     finally:
         store.close()
-
-
-def _committed(path: Path) -> int:
-    """Items committed so far by another process (0 before its first commit)."""
-    if not path.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as conn:
-            return int(conn.execute("SELECT count(*) FROM items").fetchone()[0])
-    except sqlite3.Error:
-        return 0
 
 
 def test_seed_query_harvest_equals_ground_truth(sim: SimulatorServer, tmp_path: Path) -> None:
@@ -112,50 +98,6 @@ def test_incremental_harvest_fetches_only_new_dates(tmp_path: Path) -> None:
         assert second.unchanged == 0  # type: ignore[attr-defined]
         assert second.since is not None  # type: ignore[attr-defined]
         assert set(_store_items(path)) == after
-
-
-def test_kill_9_then_rerun_converges_to_uninterrupted_store(
-    sim: SimulatorServer, tmp_path: Path
-) -> None:
-    reference = tmp_path / "reference.sqlite"
-    _harvest(sim.url, reference, page_size=20)
-    expected = _store_items(reference)
-    pages = len(expected) // 20 + 1
-
-    target = tmp_path / "killed.sqlite"
-    env = {**os.environ, "THISME_RESTO_URL": sim.url, "THISME_STORE": str(target)}
-    cmd = [sys.executable, "-m", "thisme_stac", "harvest", "--urlq", SEED, "--page-size", "20"]
-    rng = random.Random(20261125)
-    kill_after = rng.randrange(2, pages // 2)
-    start = len(sim.requests)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        served = [r for r in sim.requests[start:] if "/features" in r.path]
-        if len(served) >= kill_after and _committed(target) > 0:
-            break
-        time.sleep(0.002)
-    assert proc.poll() is None, "the harvest finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    partial = _store_items(target)
-    assert 0 < len(partial) < len(expected)
-
-    store = open_store(str(target))
-    try:
-        state = orjson.loads(
-            store.get_checkpoint(checkpoint_key(sim.url, parse_urlq(SEED))) or "{}"
-        )
-    finally:
-        store.close()
-    assert state.get("next"), "a killed harvest leaves the next page to fetch"
-
-    rerun = subprocess.run([*cmd, "--json"], env=env, capture_output=True, timeout=120)
-    assert rerun.returncode == 0, rerun.stderr.decode()
-    report = orjson.loads(rerun.stdout)
-    assert report["resumed"] is True
-    assert report["fetched"] < len(expected)
-    assert _store_items(target) == expected
 
 
 def _failing_harvest(env: dict[str, str], *argv: str) -> str:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -572,59 +570,6 @@ def test_cli_harvest_with_a_bad_database_url_is_one_line(tmp_path: Path) -> None
     assert last.startswith("error:"), err
     assert "'thisme_no_such_db'" in last
     assert "127.0.0.1:5432" in last
-
-
-def test_kill_9_mid_harvest_leaves_whole_pages_and_resumes(tmp_path: Path) -> None:
-    """A harvester killed while writing to pgstac leaves whole pages and their checkpoint."""
-    urlq, size = "q=%23Central-Italy&collection=SoilMoisture", 20
-    with SimulatorServer(GeneratedCatalogue(), port=0) as sim, temporary_database() as url:
-        reference = open_store(str(tmp_path / "ref.sqlite"))
-        try:
-            _harvest(sim.url, reference, urlq, page_size=size)
-            expected = {i["id"]: i for i in reference.iter_items()}
-        finally:
-            reference.close()
-        PgstacStore(url).close()  # installed once, outside the timed window
-
-        env = {**os.environ, "THISME_RESTO_URL": sim.url, "THISME_STORE": url}
-        cmd = [sys.executable, "-m", "thisme_stac", "harvest", "--urlq", urlq]
-        cmd += ["--page-size", str(size)]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        committed = 0
-        with psycopg.connect(url, autocommit=True) as conn:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and proc.poll() is None:
-                row = conn.execute("SELECT count(*) FROM pgstac.items").fetchone()
-                committed = int(row[0]) if row else 0
-                if committed >= 5 * size:
-                    break
-                time.sleep(0.005)
-        assert proc.poll() is None, "the harvest finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-        store = PgstacStore(url)
-        try:
-            kept = store.count_items()
-            assert 0 < kept < len(expected)
-            assert kept % size == 0, "a page was left half-written"
-            state = orjson.loads(
-                store.get_checkpoint(checkpoint_key(sim.url, parse_urlq(urlq))) or "{}"
-            )
-            assert state.get("next"), "a killed harvest leaves the next page to fetch"
-        finally:
-            store.close()
-
-        rerun = subprocess.run([*cmd, "--json"], env=env, capture_output=True, timeout=300)
-        assert rerun.returncode == 0, rerun.stderr.decode()
-        report = orjson.loads(rerun.stdout)
-        assert report["resumed"] is True
-        assert report["fetched"] == len(expected) - kept
-        store = PgstacStore(url)
-        try:
-            assert {i["id"]: i for i in store.iter_items()} == expected
-        finally:
-            store.close()
 
 
 def test_copy_command_round_trip_is_idempotent(tmp_path: Path) -> None:

@@ -32,6 +32,9 @@ from thisme_stac.translate.item import feature_to_item_dict
 log = logging.getLogger("thisme_stac.harvest")
 
 MAX_REPORTED_ERRORS = 50
+#: ``updated`` values beyond now + this are not trusted as the incremental mark: one would stop
+#: every later incremental run from asking for anything
+FUTURE_TOLERANCE = timedelta(days=1)
 
 
 @dataclass(slots=True)
@@ -135,7 +138,8 @@ def _parse_time(value: object) -> datetime | None:
 
 def _resto_time(value: datetime) -> str:
     """Format for resto's date parameters (``YYYY-MM-DDTHH:MM:SS.ffffffZ``)."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    value = value.astimezone(UTC)
+    return f"{value.year:04d}-{value:%m-%dT%H:%M:%S.%fZ}"  # %Y does not pad years < 1000
 
 
 class Harvester:
@@ -194,12 +198,13 @@ class Harvester:
             for page in prefetch(pages):
                 report.pages += 1
                 report.duplicates += page.duplicates
+                self._reject(page.rejected, report)
                 items = self._translate(page.features, collection, report, state)
                 state["next"] = page.next_url
                 result = self.store.upsert_items(
                     items, checkpoint=(key, orjson.dumps(state).decode())
                 )
-                report.fetched += len(page.features)
+                report.fetched += len(page.features) + len(page.rejected)
                 report.new += result.new
                 report.updated += result.updated
                 report.unchanged += result.unchanged
@@ -230,6 +235,15 @@ class Harvester:
             return {}
         return value if isinstance(value, dict) else {}
 
+    @staticmethod
+    def _reject(reasons: list[str], report: HarvestReport) -> None:
+        """Count entries of a page that were not features at all."""
+        for reason in reasons:
+            report.skipped += 1
+            if len(report.skipped_reasons) < MAX_REPORTED_ERRORS:
+                report.skipped_reasons.append(reason)
+            log.warning("skipped a feature: %s", reason)
+
     def _translate(
         self,
         features: list[JSON],
@@ -239,6 +253,7 @@ class Harvester:
     ) -> list[JSON]:
         items: list[JSON] = []
         run_max = _parse_time(state.get("run_max"))
+        horizon = datetime.now(UTC) + FUTURE_TOLERANCE
         for feature in features:
             try:
                 items.append(feature_to_item_dict(feature, collection_id=collection))
@@ -250,7 +265,11 @@ class Harvester:
                 continue
             props = feature.get("properties")
             updated = _parse_time(props.get("updated")) if isinstance(props, dict) else None
-            if updated is not None and (run_max is None or updated > run_max):
+            if updated is not None and updated > horizon:
+                log.warning(
+                    "%s: updated %s is in the future, not a harvest mark", items[-1]["id"], updated
+                )
+            elif updated is not None and (run_max is None or updated > run_max):
                 run_max = updated
         if run_max is not None:
             state["run_max"] = _resto_time(run_max)

@@ -8,7 +8,7 @@ import logging
 import random
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -61,6 +61,8 @@ class RestoPage:
     duplicates: int
     raw_count: int
     flavour: str
+    #: why entries of ``features`` were not features at all (not JSON objects), one line each
+    rejected: list[str] = field(default_factory=list)
 
 
 def redact(url: str) -> str:
@@ -229,6 +231,8 @@ class RestoClient:
             response: httpx.Response | None = None
             try:
                 response = self._http.get(url, headers=headers, auth=auth)
+            except httpx.InvalidURL as err:
+                raise RestoError(f"invalid resto URL {shown}: {err}", url=shown) from None
             except httpx.TransportError as err:
                 problem = _transport_problem(err)
                 if attempt + 1 >= self.retries:
@@ -355,11 +359,19 @@ class RestoClient:
         if not isinstance(body, dict) or not isinstance(body.get("features"), list):
             raise RestoError(f"resto sent no FeatureCollection for {redact(url)}")
         raw = [f for f in body["features"] if isinstance(f, dict)]
+        rejected = [
+            f"feature #{n} of {redact(url)} is not a JSON object ({type(f).__name__})"
+            for n, f in enumerate(body["features"], 1)
+            if not isinstance(f, dict)
+        ]
         props = body.get("properties") if isinstance(body.get("properties"), dict) else {}
         assert isinstance(props, dict)
         if "stac_version" in body or "numberMatched" in body or "context" in body:
             flavour, links = "6", body.get("links")
-            total = body.get("numberMatched") or (body.get("context") or {}).get("matched")
+            context = body.get("context")
+            total = body.get("numberMatched")
+            if not total and isinstance(context, dict):
+                total = context.get("matched")
         else:
             flavour = "2" if "itemsPerPage" in props else "5"
             links, total = props.get("links"), props.get("totalResults")
@@ -367,14 +379,17 @@ class RestoClient:
         for link in links if isinstance(links, list) else []:
             if isinstance(link, dict) and link.get("rel") == "next" and link.get("href"):
                 next_url = str(link["href"])
+        if next_url is not None and not _is_http_url(next_url):
+            raise RestoError(f"resto sent an unusable next link {next_url[:80]!r} on {redact(url)}")
         features: list[dict[str, Any]] = []
         duplicates = 0
         for feature in raw:
             fprops = feature.get("properties")
-            keys = {str(feature.get("id") or "")}
-            if isinstance(fprops, dict) and fprops.get("productIdentifier"):
-                keys.add("pid:" + str(fprops["productIdentifier"]))
-            keys.discard("")
+            fid = feature.get("id")
+            keys = {fid} if isinstance(fid, str) and fid else set()
+            pid = fprops.get("productIdentifier") if isinstance(fprops, dict) else None
+            if isinstance(pid, str) and pid:
+                keys.add("pid:" + pid)
             if seen.contains_any(keys):
                 duplicates += 1
                 continue
@@ -387,9 +402,19 @@ class RestoClient:
             next_url=next_url,
             total_results=total if isinstance(total, int) else None,
             duplicates=duplicates,
-            raw_count=len(raw),
+            raw_count=len(body["features"]),
             flavour=flavour,
+            rejected=rejected,
         )
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a malformed port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _transport_problem(err: httpx.TransportError) -> str:

@@ -20,9 +20,22 @@ def simulate(
     ] = None,
     download_auth: Annotated[bool, typer.Option(help="Require a resto token to download.")] = False,
     log: Annotated[bool, typer.Option("--log", help="Log every request on stderr.")] = False,
+    faults: Annotated[
+        str | None,
+        typer.Option(
+            help="Inject faults, e.g. '5xx=0.2,429=0.05,retry_after=1s,drop=0.02,cut=0.02,"
+            "truncate=0.05,dup=0.1,shift=0.1,publish=3,stall=0.1,stall_time=2s,latency=50ms'."
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the injected faults.")] = None,
 ) -> None:
     """Start the resto-5-compatible THISME simulator and serve until interrupted."""
     from thisme_stac.simulator import GeneratedCatalogue, SimulatorServer
+    from thisme_stac.simulator.faults import Faults
+
+    injected = Faults.parse(faults or "")
+    if seed is not None:
+        injected = injected.with_seed(seed)
 
     until = None
     if end:
@@ -37,7 +50,12 @@ def simulate(
         raise ConfigError(str(err)) from None
     try:
         server = SimulatorServer(
-            catalogue, host=host, port=port, download_auth=download_auth, log_requests=log
+            catalogue,
+            host=host,
+            port=port,
+            download_auth=download_auth,
+            log_requests=log,
+            faults=injected if injected.active else None,
         )
     except OSError as err:
         raise ConfigError(f"cannot listen on {host}:{port}: {err.strerror}") from None
@@ -46,6 +64,8 @@ def simulate(
         file=sys.stderr,
         flush=True,
     )
+    if injected.active:
+        print(f"injecting faults: {injected.describe()}", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

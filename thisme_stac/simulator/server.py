@@ -20,6 +20,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -34,6 +35,15 @@ from thisme_stac.simulator.catalogue import (
     GeneratedCatalogue,
     iso,
     normalise,
+)
+from thisme_stac.simulator.faults import (
+    NO_FAULT,
+    FaultInjector,
+    Faults,
+    Plan,
+    cut_point,
+    duplicate_features,
+    shift_size,
 )
 from thisme_stac.simulator.geotiff import geotiff_bytes
 
@@ -78,6 +88,7 @@ class RequestRecord:
     range: str | None
     status: int
     authorization: bool
+    started: float = 0.0  # time.perf_counter() when the request arrived
 
 
 @dataclass(slots=True)
@@ -354,8 +365,13 @@ class Resto:
             nothing=nothing or bool(params.get("productType") not in (None, "", "SM_PLOT")),
         )
 
-    def search(self, base: str, route: str, pairs: list[tuple[str, str]]) -> dict[str, Any]:
-        """One search page: ``route`` is the path without suffix, e.g. ``/features``."""
+    def search(
+        self, base: str, route: str, pairs: list[tuple[str, str]], *, shift: float | None = None
+    ) -> dict[str, Any]:
+        """One search page: ``route`` is the path without suffix, e.g. ``/features``.
+
+        ``shift`` (fault injection) starts a cursor page up to limit-1 items before its cursor.
+        """
         params = dict(pairs)
         if route.startswith("/collections/"):
             collection: str | None = route.split("/")[2]
@@ -400,7 +416,12 @@ class Resto:
         if "lt" in params or "gt" in params:
             values = self.catalogue.sort_values(selected)
             if "lt" in params:
-                window = window[values < int(params["lt"])]
+                below = values < int(params["lt"])
+                window = window[below]
+                repeat = shift_size(limit, shift) if shift is not None else 0
+                if repeat:
+                    first = int(np.argmax(below)) if below.any() else len(selected)
+                    window = np.concatenate([selected[:first][-repeat:], window])
             if "gt" in params:
                 values = self.catalogue.sort_values(window)
                 window = window[values > int(params["gt"])]
@@ -493,6 +514,7 @@ def _osdd(base: str, collection: str | None) -> bytes:
 
 class _Handler(BaseHTTPRequestHandler):
     server: SimulatorHTTPServer
+    _plan: Plan = NO_FAULT
     protocol_version = "HTTP/1.1"
     server_version = "nginx/1.22.1"
     sys_version = ""
@@ -513,6 +535,10 @@ class _Handler(BaseHTTPRequestHandler):
         extra: dict[str, str] | None = None,
         head: bool = False,
     ) -> None:
+        plan = self._plan
+        if plan.truncate is not None and status == 200 and content_type == "application/json":
+            body = body[: cut_point(len(body), plan.truncate)]
+            self.server.faults.count("truncate")
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -523,7 +549,20 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in (extra or {}).items():
             self.send_header(key, value)
         self.end_headers()
-        if not head:
+        if head:
+            pass
+        elif plan.cut is not None:
+            self.wfile.write(body[: cut_point(len(body), plan.cut)])
+            self.close_connection = True
+            self.server.faults.count("cut")
+        elif plan.stall and content_type == GEOTIFF:
+            half = len(body) // 2
+            self.wfile.write(body[:half])
+            self.wfile.flush()
+            self.server.faults.count("stall")
+            time.sleep(self.server.faults.faults.stall_time)
+            self.wfile.write(body[half:])
+        else:
             self.wfile.write(body)
         self._status = status
 
@@ -541,8 +580,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._status = 500
         parts = urlsplit(self.path)
         pairs = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+        self._plan = NO_FAULT
         try:
-            self._route(parts.path, pairs, head)
+            self._plan = self.server.faults.plan(
+                self.command,
+                self.path,
+                search=parts.path.rstrip("/").removesuffix(".json").endswith("/features"),
+                download=parts.path.rstrip("/").endswith("/download"),
+            )
+            if not self._inject(self._plan):
+                self._route(parts.path, pairs, head)
         except RestoFailure as failure:
             self._error(failure.status, failure.message)
         except (BrokenPipeError, ConnectionResetError):
@@ -558,8 +605,29 @@ class _Handler(BaseHTTPRequestHandler):
                     self.headers.get("Range"),
                     self._status,
                     "Authorization" in self.headers,
+                    self._t0,
                 )
             )
+
+    def _inject(self, plan: Plan) -> bool:
+        """Apply the faults that replace the answer; True when the request is dealt with."""
+        if plan.latency:
+            time.sleep(plan.latency)
+        if plan.publish:
+            self.server.faults.publish(self.server.resto.catalogue)
+        if plan.drop:
+            self.close_connection = True
+            self._status = 0
+            return True
+        if plan.status == 429:
+            retry_after = f"{self.server.faults.faults.retry_after:g}"
+            body = orjson.dumps({"ErrorMessage": "Too Many Requests", "ErrorCode": 429})
+            self._send(429, body, extra={"Retry-After": retry_after})
+            return True
+        if plan.status:
+            self._error(plan.status, HTTPStatus(plan.status).phrase)
+            return True
+        return False
 
     def _authenticated(self, pairs: list[tuple[str, str]]) -> bool | None:
         """None = anonymous; True = valid credentials; a bad token raises 401."""
@@ -613,7 +681,20 @@ class _Handler(BaseHTTPRequestHandler):
             r"(/collections/[A-Za-z][A-Za-z0-9]+/features|/features)(\.json)?", path
         )
         if match:
-            body = resto.search(base, match.group(1), pairs)
+            plan = self._plan
+            body = resto.search(base, match.group(1), pairs, shift=plan.shift)
+            if plan.shift is not None and not plan.garbled:
+                cursor = int(dict(pairs)["lt"]) if "lt" in dict(pairs) else None
+                repeated = sum(
+                    cursor is not None and int(f["properties"]["sort_idx"]) >= cursor
+                    for f in body["features"]
+                )
+                self.server.faults.count("duplicates", repeated)
+                self.server.faults.count("shift")
+            if plan.duplicate is not None:
+                copies = duplicate_features(body["features"], plan.duplicate)
+                if not plan.garbled:
+                    self.server.faults.count("duplicates", copies)
             self._send(200, orjson.dumps(body), head=head)
             return
         match = re.fullmatch(r"/features/([^/]+?)(\.json)?(/download)?", path)
@@ -663,10 +744,16 @@ class SimulatorHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(
-        self, address: tuple[str, int], resto: Resto, options: _Options, log_requests: bool
+        self,
+        address: tuple[str, int],
+        resto: Resto,
+        options: _Options,
+        log_requests: bool,
+        faults: Faults | None = None,
     ) -> None:
         super().__init__(address, _Handler)
         self.resto = resto
+        self.faults = FaultInjector(faults)
         self.options = options
         self.log_requests = log_requests
         self.requests: list[RequestRecord] = []
@@ -690,7 +777,9 @@ class SimulatorServer:
         token_lifetime: int = 3600,
         users: dict[str, str] | None = None,
         log_requests: bool = False,
+        faults: Faults | None = None,
     ) -> None:
+        """``faults`` switches on seeded fault injection (see :mod:`.faults`)."""
         self.catalogue = catalogue or GeneratedCatalogue()
         self.options = _Options(
             download_auth=download_auth,
@@ -698,7 +787,7 @@ class SimulatorServer:
             users=dict(users or DEFAULT_USERS),
         )
         self._server = SimulatorHTTPServer(
-            (host, port), Resto(self.catalogue, self.options), self.options, log_requests
+            (host, port), Resto(self.catalogue, self.options), self.options, log_requests, faults
         )
         self._thread: threading.Thread | None = None
 
@@ -714,6 +803,15 @@ class SimulatorServer:
     @property
     def requests(self) -> list[RequestRecord]:
         return self._server.requests
+
+    def inject(self, faults: Faults | None) -> None:
+        """Switch fault injection on (or off) while serving; the fault counters restart."""
+        self._server.faults = FaultInjector(faults)
+
+    @property
+    def fault_stats(self) -> dict[str, int]:
+        """Faults served so far by kind; ``duplicates``: repeated features of whole pages."""
+        return dict(self._server.faults.stats)
 
     def start(self) -> SimulatorServer:
         self._thread = threading.Thread(

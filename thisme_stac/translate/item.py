@@ -26,13 +26,15 @@ def _list(value: Any) -> list[Any]:
 
 
 def _label(feature: Mapping[str, Any], props: Mapping[str, Any]) -> str:
-    return str(props.get("productIdentifier") or feature.get("id") or "<feature without id>")
+    """How messages name a feature (cut to a readable length)."""
+    label = str(props.get("productIdentifier") or feature.get("id") or "<feature without id>")
+    return label if len(label) <= 80 else label[:77] + "..."
 
 
 def format_datetime(value: datetime) -> str:
     """RFC 3339 in UTC with ``Z``; microseconds only when not zero."""
     value = value.astimezone(UTC)
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    text = f"{value.year:04d}-{value:%m-%dT%H:%M:%S}"  # %Y does not pad years < 1000
     if value.microsecond:
         text += f".{value.microsecond:06d}"
     return text + "Z"
@@ -47,17 +49,19 @@ def _datetime(value: Any, name: str, label: str, *, required: bool) -> datetime 
         raise TranslationError(f"{label}: {name} is not a date-time string")
     try:
         parsed = datetime.fromisoformat(value.replace("z", "Z"))
-    except ValueError:
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         raise TranslationError(f"{label}: invalid {name} {value[:40]!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _check_position(pos: Any, bounds: list[float], label: str) -> None:
-    if not isinstance(pos, list | tuple) or len(pos) < 2:
+    if not isinstance(pos, list | tuple) or len(pos) not in (2, 3):
         raise TranslationError(f"{label}: invalid position in geometry")
-    lon, lat = pos[0], pos[1]
-    if type(lon) not in (int, float) or type(lat) not in (int, float):
+    if any(type(v) not in (int, float) for v in pos):
         raise TranslationError(f"{label}: non-numeric coordinate in geometry")
+    lon, lat = pos[0], pos[1]
+    if len(pos) == 3 and not math.isfinite(pos[2]):
+        raise TranslationError(f"{label}: non-finite height in geometry")
     if not (-180 <= lon <= 180 and -90 <= lat <= 90):  # also false for NaN
         raise TranslationError(f"{label}: coordinate outside EPSG:4326 bounds")
     if lon < bounds[0]:
@@ -87,6 +91,13 @@ def _walk_positions(coords: Any, depth: int, bounds: list[float], label: str) ->
 _DEPTH = {"Point": 0, "MultiPoint": 1, "LineString": 1, "MultiLineString": 2, "Polygon": 2}
 
 
+def _dimensions(coords: Any, depth: int) -> set[int]:
+    """Lengths of the positions of checked coordinates."""
+    if depth == 0:
+        return {len(coords)}
+    return set().union(*(_dimensions(child, depth - 1) for child in coords))
+
+
 def _geometry(geometry: Any, label: str) -> tuple[dict[str, Any], list[float]]:
     """Check a GeoJSON geometry and return it with its bbox; nothing is repaired."""
     if not isinstance(geometry, Mapping):
@@ -98,11 +109,17 @@ def _geometry(geometry: Any, label: str) -> tuple[dict[str, Any], list[float]]:
     depth = _DEPTH.get(str(kind), 3)
     bounds = [math.inf, math.inf, -math.inf, -math.inf]
     _walk_positions(coords, depth, bounds, label)
+    if len(_dimensions(coords, depth)) > 1:
+        raise TranslationError(f"{label}: geometry mixes 2D and 3D positions")
+    if kind in ("LineString", "MultiLineString"):
+        lines: list[Any] = [coords] if kind == "LineString" else list(coords)
+        if any(len(line) < 2 for line in lines):
+            raise TranslationError(f"{label}: a line needs two positions")
     if kind in ("Polygon", "MultiPolygon"):
         polygons: list[Any] = [coords] if kind == "Polygon" else list(coords)
         for polygon in polygons:
             for ring in polygon:
-                if len(ring) < 4 or list(ring[0][:2]) != list(ring[-1][:2]):
+                if len(ring) < 4 or list(ring[0]) != list(ring[-1]):
                     raise TranslationError(f"{label}: polygon ring is not closed")
     return {"type": kind, "coordinates": coords}, bounds
 
