@@ -1,9 +1,10 @@
 """pgstac store: PostgreSQL + PostGIS + pgstac, written through pgstac's own SQL functions.
 
-The schema is installed or upgraded with pypgstac's ``Migrate`` when a store is opened. Items go
-through ``pgstac.upsert_items`` in the same transaction as the harvest checkpoint, which lives,
-with the bookkeeping pgstac has no place for (content hashes, collection extents and summaries),
-in a schema of its own (``thisme``). Searches run pgstac's ``search()`` function, so that the
+The schema is installed or upgraded with pypgstac's ``Migrate`` when a store is opened. Items are
+written as ``pypgstac load`` writes them (dehydrated, ``COPY`` into pgstac's items table), in the
+same transaction as the harvest checkpoint, which lives, with the bookkeeping pgstac has no place
+for (collection extents and summaries), in a schema of its own (``thisme``); each item's content
+hash rides in pgstac's ``private`` column. Searches run pgstac's ``search()`` function, so that the
 STAC API served by stac-fastapi-pgstac and this store answer alike.
 """
 
@@ -17,14 +18,16 @@ import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
 import orjson
 import psycopg
 import shapely
-from hydraters import hydrate
+from hydraters import dehydrate, hydrate
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
@@ -42,6 +45,9 @@ log = logging.getLogger("thisme_stac.store.pgstac")
 
 #: The schema holding what pgstac has no place for; pgstac's own objects stay in ``pgstac``.
 SCHEMA = "thisme"
+#: Where an item's content hash lives: pgstac's ``private`` column, which the STAC API never
+#: shows and which any other writer of the item replaces (so its hash is then unknown).
+HASH_KEY = "thisme:hash"
 SUMMARY_FIELDS = ("thisme:site", "platform", "sat:orbit_state", "sat:relative_orbit")
 DEFAULT_SORT = (SortField("datetime", "desc"), SortField("id", "desc"))
 #: pgstac search settings for this store: counts on, never a cached count (exact, like the
@@ -76,12 +82,6 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.thisme_checkpoints (
     key text PRIMARY KEY,
     value text NOT NULL
 );
-CREATE TABLE IF NOT EXISTS {SCHEMA}.item_hashes (
-    collection text NOT NULL,
-    id text NOT NULL,
-    hash bytea NOT NULL,
-    PRIMARY KEY (collection, id)
-);
 CREATE TABLE IF NOT EXISTS {SCHEMA}.collection_extents (
     collection text PRIMARY KEY,
     minx float8 NOT NULL, miny float8 NOT NULL, maxx float8 NOT NULL, maxy float8 NOT NULL,
@@ -93,7 +93,106 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.collection_summaries (
     value jsonb NOT NULL,
     PRIMARY KEY (collection, field, value)
 );
+DO $$
+BEGIN
+    -- schema 1 kept content hashes in a table of their own: move them into the items
+    IF to_regclass('{SCHEMA}.item_hashes') IS NOT NULL THEN
+        UPDATE pgstac.items i
+            SET private = coalesce(i.private, '{{}}'::jsonb)
+                || jsonb_build_object('{HASH_KEY}', encode(h.hash, 'hex'))
+            FROM {SCHEMA}.item_hashes h
+            WHERE h.collection = i.collection AND h.id = i.id;
+        DROP TABLE {SCHEMA}.item_hashes;
+    END IF;
+END $$;
 """
+
+
+#: Items are written with ``COPY`` into pgstac's items table (its triggers route and account
+#: them), in the columns ``pypgstac load`` writes.
+COPY_SQL = (
+    "COPY pgstac.items (id, collection, datetime, end_datetime, geometry, content, private) "
+    "FROM STDIN"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Base:
+    """What writing a collection's items needs: its base item (to dehydrate against), its
+    ``partition_trunc`` and the number of that base item (``None``: never edited)."""
+
+    item: JSON
+    trunc: str | None
+    number: int | None
+
+
+def _partition_key(start: datetime, trunc: str | None) -> str:
+    """The pgstac partition (within its collection) of an item starting at ``start``."""
+    utc = start.astimezone(UTC)
+    if trunc == "year":
+        return f"{utc.year:04d}"
+    if trunc == "month":
+        return f"{utc.year:04d}-{utc.month:02d}"
+    return ""
+
+
+#: Datetime and end_datetime bounds of a partition's constraint: (lo, hi, end lo, end hi).
+Span = tuple[datetime, datetime, datetime, datetime]
+
+
+def _partition_spans(
+    rows: list[dict[str, Any]], bases: dict[str, _Base]
+) -> dict[tuple[str, str], Span]:
+    """The datetime spans each pgstac partition must admit for ``rows``.
+
+    In a collection without ``partition_trunc`` (one partition) they are widened to whole
+    calendar years: widening a partition's constraint revalidates every row in it, so a
+    harvest running back in time pays for that once a year of data rather than once a page.
+    """
+    spans: dict[tuple[str, str], list[datetime]] = {}
+    for row in rows:
+        trunc = bases[row["collection"]].trunc
+        key = (row["collection"], _partition_key(row["start"], trunc))
+        span = spans.get(key)
+        if span is None:
+            spans[key] = [row["start"], row["start"], row["end"], row["end"]]
+        else:
+            span[0], span[1] = min(span[0], row["start"]), max(span[1], row["start"])
+            span[2], span[3] = min(span[2], row["end"]), max(span[3], row["end"])
+    padded: dict[tuple[str, str], Span] = {}
+    for key, (lo, hi, elo, ehi) in spans.items():
+        if bases[key[0]].trunc is None:
+            lo, hi, elo, ehi = _year_floor(lo), _year_ceil(hi), _year_floor(elo), _year_ceil(ehi)
+        padded[key] = (lo, hi, elo, ehi)
+    return padded
+
+
+def _admits(known: Span | None, span: Span) -> bool:
+    return (
+        known is not None
+        and known[0] <= span[0]
+        and span[1] <= known[1]
+        and (known[2] <= span[2] and span[3] <= known[3])
+    )
+
+
+def _hull(known: Span | None, span: Span) -> Span:
+    if known is None:
+        return span
+    return (
+        min(known[0], span[0]),
+        max(known[1], span[1]),
+        min(known[2], span[2]),
+        max(known[3], span[3]),
+    )
+
+
+def _year_floor(value: datetime) -> datetime:
+    return datetime(value.astimezone(UTC).year, 1, 1, tzinfo=UTC)
+
+
+def _year_ceil(value: datetime) -> datetime:
+    return datetime(value.astimezone(UTC).year, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -293,6 +392,8 @@ class PgstacStore:
         self._pool_lock = threading.Lock()
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout
+        #: Partition datetime constraints this store widened, known to admit these spans.
+        self._admitted: dict[tuple[str, str], Span] = {}
         try:
             conn = psycopg.connect(url, connect_timeout=connect_timeout, autocommit=True)
         except psycopg.Error as err:
@@ -480,7 +581,7 @@ class PgstacStore:
             row = conn.execute(
                 "SELECT 1 FROM pgstac.collections WHERE id = %s FOR UPDATE", (collection_id,)
             ).fetchone()
-            for table in ("item_hashes", "collection_extents", "collection_summaries"):
+            for table in ("collection_extents", "collection_summaries"):
                 conn.execute(
                     sql.SQL("DELETE FROM {}.{} WHERE collection = %s").format(
                         sql.Identifier(SCHEMA), sql.Identifier(table)
@@ -529,56 +630,120 @@ class PgstacStore:
         rows = self._rows(list(items))
         result = UpsertResult()
         with self._connection("write items") as conn, conn.transaction():
-            collections = sorted({r["collection"] for r in rows})
-            for cid in collections:  # one writer per collection at a time: exact counts
-                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"thisme:{cid}",))
-            if collections:
-                known = {
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT id FROM pgstac.collections WHERE id = ANY(%s)", (collections,)
-                    )
-                }
-                missing = [c for c in collections if c not in known]
-                if missing:
-                    raise InvalidQuery(
-                        f"collection {missing[0]!r} does not exist: add the collection first"
-                    )
+            bases = self._lock_collections(conn, sorted({r["collection"] for r in rows}))
             changed = self._classify(conn, rows, result)
             if changed:
-                self._load(conn, changed)
-                with conn.cursor() as cur:
-                    cur.execute(
-                        f"INSERT INTO {SCHEMA}.item_hashes (collection, id, hash) "
-                        "SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[]) "
-                        "ON CONFLICT (collection, id) DO UPDATE SET hash = excluded.hash",
-                        (
-                            [r["collection"] for r in changed],
-                            [r["id"] for r in changed],
-                            [r["hash"] for r in changed],
-                        ),
-                    )
+                self._write(conn, changed, bases, replace=result.updated > 0)
                 self._forget_counts(conn)
             self._merge_extents(conn, rows)
             if checkpoint is not None:
                 self._set_checkpoint(conn, *checkpoint)
         return result
 
-    def _load(self, conn: psycopg.Connection[Any], rows: list[dict[str, Any]]) -> None:
-        """Write items with pypgstac's loader (dehydrated in Python, ``COPY``, delete + insert
-        per partition) on this connection: its transactions nest in ours as savepoints."""
-        from pypgstac.db import PgstacDB
-        from pypgstac.load import Loader, Methods
-
-        db = PgstacDB(pool=self.pool(), connection=conn, commit_on_exit=False)
-        try:
-            Loader(db).load_items(
-                iter([r["item"] for r in rows]), insert_mode=Methods.delsert, chunksize=None
+    @staticmethod
+    def _lock_collections(
+        conn: psycopg.Connection[Any], collections: list[str]
+    ) -> dict[str, _Base]:
+        """Take each collection's write lock (one writer per collection at a time: exact
+        counts) and read its base item; InvalidQuery names a collection that does not exist."""
+        if not collections:
+            return {}
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('thisme:' || c)) "
+            "FROM unnest(%s::text[]) AS c ORDER BY c",
+            (collections,),
+        )
+        bases = {
+            cid: _Base(orjson.loads(base), trunc, number)
+            for cid, base, trunc, number in conn.execute(
+                "SELECT c.id, b.base_item::text, c.partition_trunc, b.base_item_id "
+                "FROM pgstac.collections c, LATERAL pgstac.current_base_item(c.id) b "
+                "WHERE c.id = ANY(%s)",
+                (collections,),
             )
-        except psycopg.Error:
-            raise
-        except Exception as err:  # pypgstac raises bare Exceptions for bad items
-            raise InvalidQuery(self.target.scrub(f"cannot load items: {err}")) from None
+        }
+        missing = [c for c in collections if c not in bases]
+        if missing:
+            raise InvalidQuery(
+                f"collection {missing[0]!r} does not exist: add the collection first"
+            )
+        return bases
+
+    def _write(
+        self,
+        conn: psycopg.Connection[Any],
+        rows: list[dict[str, Any]],
+        bases: dict[str, _Base],
+        *,
+        replace: bool,
+    ) -> None:
+        """Write items the way ``pypgstac load`` does: dehydrated against their collection's
+        base item (``hydraters``), EWKB from shapely, one ``COPY``; the items being replaced
+        are deleted first (pgstac's "delsert": an item may change partition)."""
+        spans = _partition_spans(rows, bases)
+        unknown = {k: v for k, v in spans.items() if not _admits(self._admitted.get(k), v)}
+        if len(unknown) < len(spans):
+            # trusting constraints widened earlier, which another client may have narrowed
+            # since: in a savepoint, and on a violation again with every partition checked
+            try:
+                with conn.transaction():
+                    self._copy_rows(conn, rows, bases, unknown, replace=replace)
+                return
+            except psycopg.errors.CheckViolation:
+                self._admitted.clear()
+                unknown = spans
+        self._copy_rows(conn, rows, bases, unknown, replace=replace)
+
+    def _copy_rows(
+        self,
+        conn: psycopg.Connection[Any],
+        rows: list[dict[str, Any]],
+        bases: dict[str, _Base],
+        spans: dict[tuple[str, str], Span],
+        *,
+        replace: bool,
+    ) -> None:
+        geoms = shapely.set_srid(np.asarray([r["geom"] for r in rows], dtype=object), 4326)
+        wkb = shapely.to_wkb(geoms, hex=True, include_srid=True)
+        with conn.cursor() as cur:
+            for (cid, part), span in sorted(spans.items()):
+                cur.execute(
+                    "SELECT pgstac.check_partition(%s, tstzrange(%s, %s, '[]'), "
+                    "tstzrange(%s, %s, '[]'))",
+                    (cid, *span),
+                )
+                self._admitted[(cid, part)] = _hull(self._admitted.get((cid, part)), span)
+            if replace:
+                cur.execute(
+                    "DELETE FROM pgstac.items i USING unnest(%s::text[], %s::text[]) AS r(c, id) "
+                    "WHERE i.collection = r.c AND i.id = r.id",
+                    ([r["collection"] for r in rows], [r["id"] for r in rows]),
+                )
+            with cur.copy(COPY_SQL) as copy:
+                for row, geometry in zip(rows, wkb, strict=True):
+                    base = bases[row["collection"]]
+                    # dehydrate works in place: on a copy, never on the caller's item
+                    content: JSON = dehydrate(base.item, orjson.loads(row["blob"]))
+                    for key in ("id", "collection", "geometry", "pgstac:base_item"):
+                        content.pop(key, None)
+                    if base.number is not None:
+                        content["pgstac:base_item"] = base.number
+                    private = content.pop("private", None)
+                    if isinstance(private, dict):
+                        private_text = orjson.dumps({**private, HASH_KEY: row["hash"]}).decode()
+                    else:  # the hash is hexadecimal: nothing to escape
+                        private_text = f'{{"{HASH_KEY}": "{row["hash"]}"}}'
+                    copy.write_row(
+                        (
+                            row["id"],
+                            row["collection"],
+                            row["start"],
+                            row["end"],
+                            geometry,
+                            orjson.dumps(content).decode(),
+                            private_text,
+                        )
+                    )
 
     @staticmethod
     def _rows(items: list[JSON]) -> list[dict[str, Any]]:
@@ -586,9 +751,11 @@ class PgstacStore:
         geoms = item_geometries(items)
         bounds = shapely.bounds(geoms) if geoms else []
         rows: list[dict[str, Any]] = []
-        for item, box in zip(items, bounds, strict=True):
+        for item, geom, box in zip(items, geoms, bounds, strict=True):
             start, end = _interval(item)
-            content = orjson.dumps(item).decode()
+            blob = orjson.dumps(item)
+            if start > end:
+                raise InvalidQuery(f"item {item['id']!r} ends before it starts")
             rows.append(
                 {
                     "collection": item["collection"],
@@ -596,8 +763,9 @@ class PgstacStore:
                     "start": start,
                     "end": end,
                     "bounds": tuple(float(v) for v in box),
-                    "hash": hashlib.blake2b(content.encode(), digest_size=16).digest(),
-                    "item": item,
+                    "geom": geom,
+                    "hash": hashlib.blake2b(blob, digest_size=16).hexdigest(),
+                    "blob": blob,
                     "props": item.get("properties") or {},
                 }
             )
@@ -609,16 +777,15 @@ class PgstacStore:
     ) -> list[dict[str, Any]]:
         """Count new/updated/unchanged (in batch order); return the last version of each
         changed item. An item pgstac holds without a known hash counts as updated."""
-        existing: dict[tuple[str, str], bytes | None] = {}
+        existing: dict[tuple[str, str], str | None] = {}
         for cid in sorted({r["collection"] for r in rows}):
             ids = [r["id"] for r in rows if r["collection"] == cid]
             for item_id, digest in conn.execute(
-                f"SELECT i.id, h.hash FROM pgstac.items i LEFT JOIN {SCHEMA}.item_hashes h "
-                "ON h.collection = i.collection AND h.id = i.id "
-                "WHERE i.collection = %s AND i.id = ANY(%s)",
-                (cid, ids),
+                "SELECT id, private ->> %s FROM pgstac.items "
+                "WHERE collection = %s AND id = ANY(%s)",
+                (HASH_KEY, cid, ids),
             ):
-                existing[(cid, item_id)] = bytes(digest) if digest is not None else None
+                existing[(cid, item_id)] = digest
         changed: dict[tuple[str, str], dict[str, Any]] = {}
         for row in rows:
             key = (row["collection"], row["id"])
@@ -645,7 +812,7 @@ class PgstacStore:
         """Grow the collections' extents and summaries; rewrite pgstac's collection document
         when either changed, so that the STAC API shows them."""
         extents: dict[str, list[Any]] = {}
-        summaries: set[tuple[str, str, str]] = set()
+        found: set[tuple[str, str, str | int]] = set()
         for row in rows:
             minx, miny, maxx, maxy = row["bounds"]
             ext = extents.get(row["collection"])
@@ -655,10 +822,13 @@ class PgstacStore:
                 ext[0], ext[1] = min(ext[0], minx), min(ext[1], miny)
                 ext[2], ext[3] = max(ext[2], maxx), max(ext[3], maxy)
                 ext[4], ext[5] = min(ext[4], row["start"]), max(ext[5], row["end"])
-            for field in SUMMARY_FIELDS:
-                value = row["props"].get(field)
-                if isinstance(value, str | int) and not isinstance(value, bool):
-                    summaries.add((row["collection"], field, orjson.dumps(value).decode()))
+            props, cid = row["props"], row["collection"]
+            found.update((cid, f, props.get(f)) for f in SUMMARY_FIELDS)
+        summaries = {
+            (cid, field, orjson.dumps(value).decode())
+            for cid, field, value in found
+            if isinstance(value, str | int) and not isinstance(value, bool)
+        }
         touched: set[str] = set()
         for cid, ext in sorted(extents.items()):
             grown = conn.execute(
@@ -713,10 +883,6 @@ class PgstacStore:
 
     def delete_item(self, collection_id: str, item_id: str) -> bool:
         with self._connection("delete an item") as conn:
-            conn.execute(
-                f"DELETE FROM {SCHEMA}.item_hashes WHERE collection = %s AND id = %s",
-                (collection_id, item_id),
-            )
             cur = conn.execute(
                 "DELETE FROM pgstac.items WHERE collection = %s AND id = %s",
                 (collection_id, item_id),
