@@ -438,14 +438,6 @@ def test_temporal_filter(loaded: tuple[PgstacStore, SQLiteStore]) -> None:
     assert sorted(ids) == sorted(expected)
 
 
-def test_site_free_text_query(loaded: tuple[PgstacStore, SQLiteStore]) -> None:
-    pg, _ = loaded
-    page = pg.search(SearchRequest(q=["Central-Italy"], limit=1000))
-    expected = [i for i in ITEMS if i["properties"]["thisme:site"] == "Central-Italy"]
-    assert page.number_matched == len(expected) > 0
-    assert {i["id"] for i in page.items} == {i["id"] for i in expected}
-
-
 @pytest.mark.parametrize(
     "request_",
     [
@@ -456,7 +448,6 @@ def test_site_free_text_query(loaded: tuple[PgstacStore, SQLiteStore]) -> None:
         SearchRequest(filter={"op": "=", "args": [{"property": "datetime"}, "not a date"]}),
         SearchRequest(intersects={"type": "Polygon", "coordinates": "x"}),
         SearchRequest(token="garbage"),
-        SearchRequest(q=["(("]),
     ],
     ids=lambda r: "request",
 )

@@ -37,6 +37,7 @@ from thisme_stac.errors import StoreError
 from thisme_stac.store.base import JSON, SearchPage, SearchRequest, SortField, UpsertResult
 from thisme_stac.store.batch import item_geometries, time_span
 from thisme_stac.store.cql2sql import InvalidQuery, geometry_wkb
+from thisme_stac.store.freetext import cql2_free_text, free_text_terms
 from thisme_stac.store.paging import decode_token, encode_token, query_fingerprint
 
 __all__ = ["QUERYABLES", "PgstacStore"]
@@ -958,11 +959,10 @@ class PgstacStore:
                 body["datetime"] = (
                     f"{_rfc3339(start) if start else '..'}/{_rfc3339(end) if end else '..'}"
                 )
-        if request.q:
-            terms = [t.strip() for t in request.q if t and t.strip()]
-            if terms:
-                body["q"] = terms
         conditions: list[Any] = []
+        terms = free_text_terms(request.q)
+        if terms:  # substring semantics, as in the SQLite store (not pgstac's own "q")
+            conditions.append(cql2_free_text(terms))
         if request.filter:
             conditions.append(dict(request.filter))
         if request.bbox:
