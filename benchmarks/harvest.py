@@ -145,6 +145,7 @@ def write_worker(kind: str, url: str, ndjson: str, page_size: int) -> None:
                 Loader(db).load_items(str(path), insert_mode=Methods.insert)
                 seconds = time.perf_counter() - started
             finally:
+                db.disconnect()  # gives its connection back: close() ends only the idle ones
                 db.close()
         count = store.count_items()
     finally:

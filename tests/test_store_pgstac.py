@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -25,10 +23,6 @@ import pytest
 from tests.pgstac_db import migrate, migration_lock, temporary_database
 from tests.test_store_reference import ITEMS, _random_request
 from thisme_stac.errors import StoreError
-from thisme_stac.harvest import Harvester, checkpoint_key
-from thisme_stac.resto.client import RestoClient
-from thisme_stac.resto.query import parse_urlq
-from thisme_stac.simulator import GeneratedCatalogue, SimulatorServer
 from thisme_stac.store import SearchRequest, SortField, Store, open_store
 from thisme_stac.store.cql2sql import InvalidQuery
 from thisme_stac.store.pgstac import QUERYABLES, PgstacStore
@@ -299,6 +293,54 @@ def test_an_error_mid_batch_leaves_neither_items_nor_checkpoint(
     assert empty.get_checkpoint("k") == "page-2"
 
 
+def test_a_constraint_narrowed_by_another_client_is_widened_again(empty: PgstacStore) -> None:
+    """The store remembers the partition constraints it widened (to whole years); when another
+    client narrows them (pgstac's update_partition_stats does), the next write still lands."""
+    items = sorted(_scratch(ITEMS), key=lambda i: i["properties"]["datetime"])
+    year = items[len(items) // 2]["properties"]["datetime"][:4]
+    same_year = [i for i in items if i["properties"]["datetime"].startswith(year)]
+    assert len(same_year) >= 4
+    first, later = same_year[1:-1:2], [same_year[0], same_year[-1]]
+    empty.upsert_items(first)
+    with psycopg.connect(empty.url, autocommit=True) as conn:
+        (partition,) = conn.execute(
+            "SELECT partition FROM pgstac.partitions WHERE collection = 'scratch'"
+        ).fetchone() or ("",)
+        conn.execute("SELECT pgstac.update_partition_stats(%s)", (partition,))
+        (narrowed,) = conn.execute(
+            "SELECT constraint_dtrange::text FROM pgstac.partitions WHERE partition = %s",
+            (partition,),
+        ).fetchone() or ("",)
+    assert f"{year}-01-01 00:00:00+00" not in narrowed  # exact now, no longer the whole year
+    result = empty.upsert_items(later, checkpoint=("k", "after"))
+    assert (result.new, result.updated) == (len(later), 0)
+    assert empty.count_items("scratch") == len(first) + len(later)
+    assert empty.get_checkpoint("k") == "after"
+    for item in later:
+        assert empty.get_item("scratch", item["id"]) == item
+
+
+def test_hashes_of_a_schema_1_store_move_into_pgstac(empty: PgstacStore) -> None:
+    items = _scratch(ITEMS[:6])
+    empty.upsert_items(items)
+    with psycopg.connect(empty.url) as conn:  # the layout of schema 1: a table of hashes
+        conn.execute(
+            "CREATE TABLE thisme.item_hashes (collection text, id text, hash bytea, "
+            "PRIMARY KEY (collection, id))"
+        )
+        conn.execute(
+            "INSERT INTO thisme.item_hashes SELECT collection, id, "
+            "decode(private ->> 'thisme:hash', 'hex') FROM pgstac.items "
+            "WHERE collection = 'scratch'"
+        )
+        conn.execute("UPDATE pgstac.items SET private = NULL WHERE collection = 'scratch'")
+    PgstacStore(empty.url).close()
+    with psycopg.connect(empty.url) as conn:
+        assert conn.execute("SELECT to_regclass('thisme.item_hashes')").fetchone() == (None,)
+    again = empty.upsert_items(items)
+    assert (again.new, again.updated, again.unchanged) == (0, 0, len(items))
+
+
 def test_items_of_an_unknown_collection_are_refused(empty: PgstacStore) -> None:
     item = {**ITEMS[0], "collection": "nowhere"}
     with pytest.raises(InvalidQuery, match="nowhere"):
@@ -499,52 +541,6 @@ def test_concurrent_readers(loaded: tuple[PgstacStore, SQLiteStore]) -> None:
 
 
 # --- harvest -----------------------------------------------------------------------------------
-def _harvest(url: str, store: Any, urlq: str, page_size: int = 500) -> Any:
-    with RestoClient(url) as client:
-        return Harvester(client, store, page_size=page_size).harvest(parse_urlq(urlq))
-
-
-def test_full_harvest_into_pgstac_equals_sqlite_harvest(tmp_path: Path) -> None:
-    urlq = "collection=SoilMoisture"
-    with (
-        SimulatorServer(GeneratedCatalogue(), port=0) as sim,
-        temporary_database() as url,
-    ):
-        lite = open_store(str(tmp_path / "h.sqlite"))
-        pg = open_store(url)
-        try:
-            lite_report = _harvest(sim.url, lite, urlq)
-            pg_report = _harvest(sim.url, pg, urlq)
-            assert pg_report.complete
-            assert lite_report.complete
-            assert pg_report.new == lite_report.new == len(sim.catalogue)
-            assert (pg_report.fetched, pg_report.pages) == (
-                lite_report.fetched,
-                lite_report.pages,
-            )
-            assert pg.count_items() == lite.count_items() == len(sim.catalogue)
-            for got, want in zip(pg.iter_items(), lite.iter_items(), strict=True):
-                assert got == want
-            assert pg.get_collection(COLLECTION) == lite.get_collection(COLLECTION)
-            key = checkpoint_key(sim.url, parse_urlq(urlq))
-            assert pg.get_checkpoint(key) == lite.get_checkpoint(key)
-
-            again = _harvest(sim.url, pg, urlq)
-            assert again.complete
-            assert again.fetched == 0
-            with RestoClient(sim.url) as client:
-                full = Harvester(client, pg).harvest(parse_urlq(urlq), full=True)
-            assert full.unchanged == len(sim.catalogue)
-            assert full.new == full.updated == 0
-            print(
-                f"harvest into pgstac: {pg_report.items_per_second:,.0f} items/s, "
-                f"into SQLite: {lite_report.items_per_second:,.0f} items/s"
-            )
-        finally:
-            pg.close()
-            lite.close()
-
-
 def test_cli_harvest_with_a_bad_database_url_is_one_line(tmp_path: Path) -> None:
     url = f"postgresql://postgres:{SECRET}@127.0.0.1:5432/thisme_no_such_db"
     env = {**os.environ, "THISME_STORE": url, "THISME_RESTO_URL": "http://127.0.0.1:9"}
@@ -563,59 +559,6 @@ def test_cli_harvest_with_a_bad_database_url_is_one_line(tmp_path: Path) -> None
     assert last.startswith("error:"), err
     assert "'thisme_no_such_db'" in last
     assert "127.0.0.1:5432" in last
-
-
-def test_kill_9_mid_harvest_leaves_whole_pages_and_resumes(tmp_path: Path) -> None:
-    """A harvester killed while writing to pgstac leaves whole pages and their checkpoint."""
-    urlq, size = "q=%23Central-Italy&collection=SoilMoisture", 20
-    with SimulatorServer(GeneratedCatalogue(), port=0) as sim, temporary_database() as url:
-        reference = open_store(str(tmp_path / "ref.sqlite"))
-        try:
-            _harvest(sim.url, reference, urlq, page_size=size)
-            expected = {i["id"]: i for i in reference.iter_items()}
-        finally:
-            reference.close()
-        PgstacStore(url).close()  # installed once, outside the timed window
-
-        env = {**os.environ, "THISME_RESTO_URL": sim.url, "THISME_STORE": url}
-        cmd = [sys.executable, "-m", "thisme_stac", "harvest", "--urlq", urlq]
-        cmd += ["--page-size", str(size)]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        committed = 0
-        with psycopg.connect(url, autocommit=True) as conn:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and proc.poll() is None:
-                row = conn.execute("SELECT count(*) FROM pgstac.items").fetchone()
-                committed = int(row[0]) if row else 0
-                if committed >= 5 * size:
-                    break
-                time.sleep(0.005)
-        assert proc.poll() is None, "the harvest finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-        store = PgstacStore(url)
-        try:
-            kept = store.count_items()
-            assert 0 < kept < len(expected)
-            assert kept % size == 0, "a page was left half-written"
-            state = orjson.loads(
-                store.get_checkpoint(checkpoint_key(sim.url, parse_urlq(urlq))) or "{}"
-            )
-            assert state.get("next"), "a killed harvest leaves the next page to fetch"
-        finally:
-            store.close()
-
-        rerun = subprocess.run([*cmd, "--json"], env=env, capture_output=True, timeout=300)
-        assert rerun.returncode == 0, rerun.stderr.decode()
-        report = orjson.loads(rerun.stdout)
-        assert report["resumed"] is True
-        assert report["fetched"] == len(expected) - kept
-        store = PgstacStore(url)
-        try:
-            assert {i["id"]: i for i in store.iter_items()} == expected
-        finally:
-            store.close()
 
 
 def test_copy_command_round_trip_is_idempotent(tmp_path: Path) -> None:

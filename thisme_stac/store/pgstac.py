@@ -460,6 +460,7 @@ class PgstacStore:
         except Exception as err:  # pypgstac raises bare Exceptions for migration paths
             raise self.target.error("cannot install pgstac in", str(err)) from None
         finally:
+            db.disconnect()  # gives its connection back: close() ends only the idle ones
             db.close()
 
     @staticmethod
