@@ -21,6 +21,7 @@ import json
 import os
 import resource
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -153,19 +154,33 @@ def write_worker(kind: str, url: str, ndjson: str, page_size: int) -> None:
     print(json.dumps({"items": count, "seconds": seconds}))
 
 
-def run_writes(size: str, ndjson: Path, page_size: int) -> dict[str, object]:
-    """Store write path and ``pypgstac load`` of the same ndjson, each into a fresh database."""
+def run_writes(size: str, ndjson: Path, page_size: int, repeat: int) -> dict[str, object]:
+    """Store write path and ``pypgstac load`` of the same ndjson, each into a fresh database,
+    alternated ``repeat`` times; the median rate of each (the machine is shared: noisy)."""
+    rates: dict[str, list[float]] = {"store": [], "load": []}
     result: dict[str, object] = {"size": size}
-    for kind in ("store", "load"):
-        url = fresh_database(f"thisme_bench_write_{kind}_{size}")
-        out = subprocess.run(
-            [sys.executable, __file__, "--write-worker", kind, url, str(ndjson), str(page_size)],
-            capture_output=True,
-            check=True,
-        )
-        figures = json.loads(out.stdout.decode().strip().splitlines()[-1])
-        result[kind] = figures["items"] / figures["seconds"]
-        result["items"] = figures["items"]
+    for _ in range(repeat):
+        for kind in ("store", "load"):
+            url = fresh_database(f"thisme_bench_write_{kind}_{size}")
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--write-worker",
+                    kind,
+                    url,
+                    str(ndjson),
+                    str(page_size),
+                ],
+                capture_output=True,
+                check=True,
+            )
+            figures = json.loads(out.stdout.decode().strip().splitlines()[-1])
+            rates[kind].append(figures["items"] / figures["seconds"])
+            result["items"] = figures["items"]
+    for kind, values in rates.items():
+        result[kind] = statistics.median(values)
+        result[f"{kind}_all"] = values
     return result
 
 
@@ -216,6 +231,9 @@ def main() -> None:
     parser.add_argument("--page-size", type=int, default=500)
     parser.add_argument("--stores", nargs="+", default=["sqlite"], choices=["sqlite", "pgstac"])
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="pgstac write / pypgstac load pairs (medians)"
+    )
     parser.add_argument("--worker", nargs=3, metavar=("URL", "STORE", "PAGE_SIZE"))
     parser.add_argument("--write-worker", nargs=4, metavar=("KIND", "URL", "NDJSON", "PAGE_SIZE"))
     args = parser.parse_args()
@@ -236,7 +254,7 @@ def main() -> None:
         if row["store"] == "pgstac":
             ndjson = workdir / f"items-{row['size']}.ndjson"
             export_ndjson(str(row["store_url"]), ndjson)
-            writes.append(run_writes(str(row["size"]), ndjson, args.page_size))
+            writes.append(run_writes(str(row["size"]), ndjson, args.page_size, args.repeat))
     header = (
         f"{'catalogue':>10} {'store':>7} {'items':>10} {'seconds':>8} {'items/s':>9} "
         f"{'anchor items/s':>15} {'target':>8} {'peak RSS MB':>12} {'RSS target':>10}"
@@ -264,6 +282,12 @@ def main() -> None:
                 f"{w['size']!s:>10} {w['items']:>10,} {store_rate:>20,.0f} {load_rate:>22,.0f} "
                 f"{store_rate / load_rate:>13.2f} {'>=1.00':>7} {ANCHOR:>20}"
             )
+        for w in writes:
+            runs = " / ".join(
+                f"{kind} " + ", ".join(f"{v:,.0f}" for v in w[f"{kind}_all"])  # type: ignore[attr-defined]
+                for kind in ("store", "load")
+            )
+            print(f"{w['size']!s:>10} runs (items/s, medians above): {runs}")
     print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

@@ -11,23 +11,20 @@ STAC API served by stac-fastapi-pgstac and this store answer alike.
 from __future__ import annotations
 
 import getpass
-import hashlib
 import logging
 import os
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import numpy as np
 import orjson
 import psycopg
 import shapely
-from hydraters import dehydrate, hydrate
+from hydraters import hydrate
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
@@ -35,21 +32,22 @@ from pypgstac import __version__ as PYPGSTAC_VERSION
 
 from thisme_stac.errors import StoreError
 from thisme_stac.store.base import JSON, SearchPage, SearchRequest, SortField, UpsertResult
-from thisme_stac.store.batch import item_geometries, time_span
 from thisme_stac.store.cql2sql import InvalidQuery, geometry_wkb
 from thisme_stac.store.freetext import cql2_free_text, free_text_terms
 from thisme_stac.store.paging import decode_token, encode_token, query_fingerprint
+from thisme_stac.store.pgstac_write import (
+    HASH_KEY,
+    SCHEMA,
+    ItemWriter,
+    apply_extent,
+    prepare_rows,
+    set_checkpoint,
+)
 
 __all__ = ["QUERYABLES", "PgstacStore"]
 
 log = logging.getLogger("thisme_stac.store.pgstac")
 
-#: The schema holding what pgstac has no place for; pgstac's own objects stay in ``pgstac``.
-SCHEMA = "thisme"
-#: Where an item's content hash lives: pgstac's ``private`` column, which the STAC API never
-#: shows and which any other writer of the item replaces (so its hash is then unknown).
-HASH_KEY = "thisme:hash"
-SUMMARY_FIELDS = ("thisme:site", "platform", "sat:orbit_state", "sat:relative_orbit")
 DEFAULT_SORT = (SortField("datetime", "desc"), SortField("id", "desc"))
 #: pgstac search settings for this store: counts on, never a cached count (exact, like the
 #: SQLite store), items hydrated here rather than in PL/pgSQL. The API server reads the
@@ -109,93 +107,6 @@ END $$;
 """
 
 
-#: Items are written with ``COPY`` into pgstac's items table (its triggers route and account
-#: them), in the columns ``pypgstac load`` writes.
-COPY_SQL = (
-    "COPY pgstac.items (id, collection, datetime, end_datetime, geometry, content, private) "
-    "FROM STDIN"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class _Base:
-    """What writing a collection's items needs: its base item (to dehydrate against), its
-    ``partition_trunc`` and the number of that base item (``None``: never edited)."""
-
-    item: JSON
-    trunc: str | None
-    number: int | None
-
-
-def _partition_key(start: datetime, trunc: str | None) -> str:
-    """The pgstac partition (within its collection) of an item starting at ``start``."""
-    utc = start.astimezone(UTC)
-    if trunc == "year":
-        return f"{utc.year:04d}"
-    if trunc == "month":
-        return f"{utc.year:04d}-{utc.month:02d}"
-    return ""
-
-
-#: Datetime and end_datetime bounds of a partition's constraint: (lo, hi, end lo, end hi).
-Span = tuple[datetime, datetime, datetime, datetime]
-
-
-def _partition_spans(
-    rows: list[dict[str, Any]], bases: dict[str, _Base]
-) -> dict[tuple[str, str], Span]:
-    """The datetime spans each pgstac partition must admit for ``rows``.
-
-    In a collection without ``partition_trunc`` (one partition) they are widened to whole
-    calendar years: widening a partition's constraint revalidates every row in it, so a
-    harvest running back in time pays for that once a year of data rather than once a page.
-    """
-    spans: dict[tuple[str, str], list[datetime]] = {}
-    for row in rows:
-        trunc = bases[row["collection"]].trunc
-        key = (row["collection"], _partition_key(row["start"], trunc))
-        span = spans.get(key)
-        if span is None:
-            spans[key] = [row["start"], row["start"], row["end"], row["end"]]
-        else:
-            span[0], span[1] = min(span[0], row["start"]), max(span[1], row["start"])
-            span[2], span[3] = min(span[2], row["end"]), max(span[3], row["end"])
-    padded: dict[tuple[str, str], Span] = {}
-    for key, (lo, hi, elo, ehi) in spans.items():
-        if bases[key[0]].trunc is None:
-            lo, hi, elo, ehi = _year_floor(lo), _year_ceil(hi), _year_floor(elo), _year_ceil(ehi)
-        padded[key] = (lo, hi, elo, ehi)
-    return padded
-
-
-def _admits(known: Span | None, span: Span) -> bool:
-    return (
-        known is not None
-        and known[0] <= span[0]
-        and span[1] <= known[1]
-        and (known[2] <= span[2] and span[3] <= known[3])
-    )
-
-
-def _hull(known: Span | None, span: Span) -> Span:
-    if known is None:
-        return span
-    return (
-        min(known[0], span[0]),
-        max(known[1], span[1]),
-        min(known[2], span[2]),
-        max(known[3], span[3]),
-    )
-
-
-def _year_floor(value: datetime) -> datetime:
-    return datetime(value.astimezone(UTC).year, 1, 1, tzinfo=UTC)
-
-
-def _year_ceil(value: datetime) -> datetime:
-    return datetime(value.astimezone(UTC).year, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
-
-
 def _version_tuple(version: str) -> tuple[int, ...]:
     numbers = re.findall(r"\d+", version.split("-")[0])
     return tuple(int(n) for n in numbers[:3])
@@ -212,19 +123,6 @@ def _rfc3339(value: datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _interval(item: JSON) -> tuple[datetime, datetime]:
-    start, end = time_span(item)
-    return _parse_time(start), _parse_time(end)
-
-
-def _parse_time(value: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value.replace("z", "Z"))
-    except ValueError:
-        raise InvalidQuery(f"invalid timestamp {value[:40]!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 #: An items row as ``_BaseItems.hydrate`` takes it.
@@ -393,8 +291,7 @@ class PgstacStore:
         self._pool_lock = threading.Lock()
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout
-        #: Partition datetime constraints this store widened, known to admit these spans.
-        self._admitted: dict[tuple[str, str], Span] = {}
+        self._writer = ItemWriter()
         try:
             conn = psycopg.connect(url, connect_timeout=connect_timeout, autocommit=True)
         except psycopg.Error as err:
@@ -599,279 +496,34 @@ class PgstacStore:
     @staticmethod
     def _with_extent(conn: psycopg.Connection[Any], collection: JSON) -> JSON:
         """The collection with the extent and summaries of the items stored so far."""
-        from thisme_stac.translate.item import format_datetime
-
         cid = collection.get("id")
         extent = conn.execute(
             f"SELECT minx, miny, maxx, maxy, tmin, tmax FROM {SCHEMA}.collection_extents "
             "WHERE collection = %s",
             (cid,),
         ).fetchone()
-        if extent is not None:
-            minx, miny, maxx, maxy, tmin, tmax = extent
-            collection["extent"] = {
-                "spatial": {"bbox": [[minx, miny, maxx, maxy]]},
-                "temporal": {"interval": [[format_datetime(tmin), format_datetime(tmax)]]},
-            }
-        summaries = collection.setdefault("summaries", {})
-        found: dict[str, list[Any]] = {}
-        for field, value in conn.execute(
-            f"SELECT field, value::text FROM {SCHEMA}.collection_summaries WHERE collection = %s",
-            (cid,),
-        ):
-            found.setdefault(field, []).append(orjson.loads(value))
-        for field in SUMMARY_FIELDS:
-            if found.get(field):
-                summaries[field] = sorted(found[field], key=lambda v: (str(type(v)), v))
-        return collection
+        summaries = {
+            (field, orjson.loads(value))
+            for field, value in conn.execute(
+                f"SELECT field, value::text FROM {SCHEMA}.collection_summaries "
+                "WHERE collection = %s",
+                (cid,),
+            )
+        }
+        return apply_extent(collection, tuple(extent) if extent else None, summaries)
 
     # --- items -------------------------------------------------------------------------------
     def upsert_items(
         self, items: Iterable[JSON], *, checkpoint: tuple[str, str] | None = None
     ) -> UpsertResult:
-        rows = self._rows(list(items))
-        result = UpsertResult()
-        with self._connection("write items") as conn, conn.transaction():
-            bases = self._lock_collections(conn, sorted({r["collection"] for r in rows}))
-            changed = self._classify(conn, rows, result)
-            if changed:
-                self._write(conn, changed, bases, replace=result.updated > 0)
-                self._forget_counts(conn)
-            self._merge_extents(conn, rows)
-            if checkpoint is not None:
-                self._set_checkpoint(conn, *checkpoint)
-        return result
-
-    @staticmethod
-    def _lock_collections(
-        conn: psycopg.Connection[Any], collections: list[str]
-    ) -> dict[str, _Base]:
-        """Take each collection's write lock (one writer per collection at a time: exact
-        counts) and read its base item; InvalidQuery names a collection that does not exist."""
-        if not collections:
-            return {}
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('thisme:' || c)) "
-            "FROM unnest(%s::text[]) AS c ORDER BY c",
-            (collections,),
-        )
-        bases = {
-            cid: _Base(orjson.loads(base), trunc, number)
-            for cid, base, trunc, number in conn.execute(
-                "SELECT c.id, b.base_item::text, c.partition_trunc, b.base_item_id "
-                "FROM pgstac.collections c, LATERAL pgstac.current_base_item(c.id) b "
-                "WHERE c.id = ANY(%s)",
-                (collections,),
-            )
-        }
-        missing = [c for c in collections if c not in bases]
-        if missing:
-            raise InvalidQuery(
-                f"collection {missing[0]!r} does not exist: add the collection first"
-            )
-        return bases
-
-    def _write(
-        self,
-        conn: psycopg.Connection[Any],
-        rows: list[dict[str, Any]],
-        bases: dict[str, _Base],
-        *,
-        replace: bool,
-    ) -> None:
-        """Write items the way ``pypgstac load`` does: dehydrated against their collection's
-        base item (``hydraters``), EWKB from shapely, one ``COPY``; the items being replaced
-        are deleted first (pgstac's "delsert": an item may change partition)."""
-        spans = _partition_spans(rows, bases)
-        unknown = {k: v for k, v in spans.items() if not _admits(self._admitted.get(k), v)}
-        if len(unknown) < len(spans):
-            # trusting constraints widened earlier, which another client may have narrowed
-            # since: in a savepoint, and on a violation again with every partition checked
-            try:
-                with conn.transaction():
-                    self._copy_rows(conn, rows, bases, unknown, replace=replace)
-                return
-            except psycopg.errors.CheckViolation:
-                self._admitted.clear()
-                unknown = spans
-        self._copy_rows(conn, rows, bases, unknown, replace=replace)
-
-    def _copy_rows(
-        self,
-        conn: psycopg.Connection[Any],
-        rows: list[dict[str, Any]],
-        bases: dict[str, _Base],
-        spans: dict[tuple[str, str], Span],
-        *,
-        replace: bool,
-    ) -> None:
-        geoms = shapely.set_srid(np.asarray([r["geom"] for r in rows], dtype=object), 4326)
-        wkb = shapely.to_wkb(geoms, hex=True, include_srid=True)
-        with conn.cursor() as cur:
-            for (cid, part), span in sorted(spans.items()):
-                cur.execute(
-                    "SELECT pgstac.check_partition(%s, tstzrange(%s, %s, '[]'), "
-                    "tstzrange(%s, %s, '[]'))",
-                    (cid, *span),
-                )
-                self._admitted[(cid, part)] = _hull(self._admitted.get((cid, part)), span)
-            if replace:
-                cur.execute(
-                    "DELETE FROM pgstac.items i USING unnest(%s::text[], %s::text[]) AS r(c, id) "
-                    "WHERE i.collection = r.c AND i.id = r.id",
-                    ([r["collection"] for r in rows], [r["id"] for r in rows]),
-                )
-            with cur.copy(COPY_SQL) as copy:
-                for row, geometry in zip(rows, wkb, strict=True):
-                    base = bases[row["collection"]]
-                    # dehydrate works in place: on a copy, never on the caller's item
-                    content: JSON = dehydrate(base.item, orjson.loads(row["blob"]))
-                    for key in ("id", "collection", "geometry", "pgstac:base_item"):
-                        content.pop(key, None)
-                    if base.number is not None:
-                        content["pgstac:base_item"] = base.number
-                    private = content.pop("private", None)
-                    if isinstance(private, dict):
-                        private_text = orjson.dumps({**private, HASH_KEY: row["hash"]}).decode()
-                    else:  # the hash is hexadecimal: nothing to escape
-                        private_text = f'{{"{HASH_KEY}": "{row["hash"]}"}}'
-                    copy.write_row(
-                        (
-                            row["id"],
-                            row["collection"],
-                            row["start"],
-                            row["end"],
-                            geometry,
-                            orjson.dumps(content).decode(),
-                            private_text,
-                        )
-                    )
-
-    @staticmethod
-    def _rows(items: list[JSON]) -> list[dict[str, Any]]:
-        """Validate a batch; compute hashes, bounds and time spans."""
-        geoms = item_geometries(items)
-        bounds = shapely.bounds(geoms) if geoms else []
-        rows: list[dict[str, Any]] = []
-        for item, geom, box in zip(items, geoms, bounds, strict=True):
-            start, end = _interval(item)
-            blob = orjson.dumps(item)
-            if start > end:
-                raise InvalidQuery(f"item {item['id']!r} ends before it starts")
-            rows.append(
-                {
-                    "collection": item["collection"],
-                    "id": item["id"],
-                    "start": start,
-                    "end": end,
-                    "bounds": tuple(float(v) for v in box),
-                    "geom": geom,
-                    "hash": hashlib.blake2b(blob, digest_size=16).hexdigest(),
-                    "blob": blob,
-                    "props": item.get("properties") or {},
-                }
-            )
-        return rows
-
-    @staticmethod
-    def _classify(
-        conn: psycopg.Connection[Any], rows: list[dict[str, Any]], result: UpsertResult
-    ) -> list[dict[str, Any]]:
-        """Count new/updated/unchanged (in batch order); return the last version of each
-        changed item. An item pgstac holds without a known hash counts as updated."""
-        existing: dict[tuple[str, str], str | None] = {}
-        for cid in sorted({r["collection"] for r in rows}):
-            ids = [r["id"] for r in rows if r["collection"] == cid]
-            for item_id, digest in conn.execute(
-                "SELECT id, private ->> %s FROM pgstac.items "
-                "WHERE collection = %s AND id = ANY(%s)",
-                (HASH_KEY, cid, ids),
-            ):
-                existing[(cid, item_id)] = digest
-        changed: dict[tuple[str, str], dict[str, Any]] = {}
-        for row in rows:
-            key = (row["collection"], row["id"])
-            if key not in existing:
-                result.new += 1
-                result.new_ids.append(row["id"])
-            elif existing[key] == row["hash"]:
-                result.unchanged += 1
-                continue
-            else:
-                result.updated += 1
-                result.updated_ids.append(row["id"])
-            existing[key] = row["hash"]
-            changed.pop(key, None)
-            changed[key] = row
-        return list(changed.values())
+        rows = prepare_rows(list(items))
+        with self._connection("write items") as conn:  # one transaction, committed on exit
+            return self._writer.write(conn, rows, checkpoint)
 
     @staticmethod
     def _forget_counts(conn: psycopg.Connection[Any]) -> None:
         """Drop pgstac's cached search counts: they describe the items before this write."""
         conn.execute("DELETE FROM pgstac.search_wheres")
-
-    def _merge_extents(self, conn: psycopg.Connection[Any], rows: list[dict[str, Any]]) -> None:
-        """Grow the collections' extents and summaries; rewrite pgstac's collection document
-        when either changed, so that the STAC API shows them."""
-        extents: dict[str, list[Any]] = {}
-        found: set[tuple[str, str, str | int]] = set()
-        for row in rows:
-            minx, miny, maxx, maxy = row["bounds"]
-            ext = extents.get(row["collection"])
-            if ext is None:
-                extents[row["collection"]] = [minx, miny, maxx, maxy, row["start"], row["end"]]
-            else:
-                ext[0], ext[1] = min(ext[0], minx), min(ext[1], miny)
-                ext[2], ext[3] = max(ext[2], maxx), max(ext[3], maxy)
-                ext[4], ext[5] = min(ext[4], row["start"]), max(ext[5], row["end"])
-            props, cid = row["props"], row["collection"]
-            found.update((cid, f, props.get(f)) for f in SUMMARY_FIELDS)
-        summaries = {
-            (cid, field, orjson.dumps(value).decode())
-            for cid, field, value in found
-            if isinstance(value, str | int) and not isinstance(value, bool)
-        }
-        touched: set[str] = set()
-        for cid, ext in sorted(extents.items()):
-            grown = conn.execute(
-                f"INSERT INTO {SCHEMA}.collection_extents AS e VALUES (%s,%s,%s,%s,%s,%s,%s) "
-                "ON CONFLICT (collection) DO UPDATE SET "
-                "minx = least(e.minx, excluded.minx), miny = least(e.miny, excluded.miny), "
-                "maxx = greatest(e.maxx, excluded.maxx), maxy = greatest(e.maxy, excluded.maxy), "
-                "tmin = least(e.tmin, excluded.tmin), tmax = greatest(e.tmax, excluded.tmax) "
-                "WHERE excluded.minx < e.minx OR excluded.miny < e.miny "
-                "OR excluded.maxx > e.maxx OR excluded.maxy > e.maxy "
-                "OR excluded.tmin < e.tmin OR excluded.tmax > e.tmax "
-                "RETURNING collection",
-                (cid, *ext),
-            ).fetchone()
-            if grown is not None:
-                touched.add(cid)
-        if summaries:
-            ordered = sorted(summaries)
-            with conn.cursor() as cur:
-                cur.execute(
-                    f"INSERT INTO {SCHEMA}.collection_summaries (collection, field, value) "
-                    "SELECT * FROM unnest(%s::text[], %s::text[], %s::jsonb[]) "
-                    "ON CONFLICT DO NOTHING RETURNING collection",
-                    (
-                        [s[0] for s in ordered],
-                        [s[1] for s in ordered],
-                        [s[2] for s in ordered],
-                    ),
-                )
-                touched.update(r[0] for r in cur.fetchall())
-        for cid in sorted(touched):
-            stored = conn.execute(
-                "SELECT content::text FROM pgstac.collections WHERE id = %s FOR UPDATE", (cid,)
-            ).fetchone()
-            if stored is None:
-                continue
-            content = self._with_extent(conn, orjson.loads(stored[0]))
-            conn.execute(
-                "UPDATE pgstac.collections SET content = %s::jsonb WHERE id = %s",
-                (orjson.dumps(content).decode(), cid),
-            )
 
     def get_item(self, collection_id: str, item_id: str) -> JSON | None:
         with self._connection("read an item") as conn:
@@ -1017,14 +669,7 @@ class PgstacStore:
 
     @staticmethod
     def _set_checkpoint(conn: psycopg.Connection[Any], key: str, value: str | None) -> None:
-        if value is None:
-            conn.execute(f"DELETE FROM {SCHEMA}.thisme_checkpoints WHERE key = %s", (key,))
-        else:
-            conn.execute(
-                f"INSERT INTO {SCHEMA}.thisme_checkpoints (key, value) VALUES (%s, %s) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+        set_checkpoint(conn, key, value)
 
 
 def _bbox(bbox: Sequence[float]) -> JSON:
