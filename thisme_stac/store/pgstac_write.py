@@ -147,7 +147,7 @@ class ItemWriter:
         rows: list[Row],
         checkpoint: tuple[str, str] | None,
     ) -> UpsertResult:
-        """Write ``rows`` and ``checkpoint`` in the transaction open on ``conn``."""
+        """Write ``rows`` and ``checkpoint`` in one transaction on ``conn``, and commit it."""
         result = UpsertResult()
         ids = sorted({r.collection for r in rows})
         collections: dict[str, _Collection] = {}
@@ -165,6 +165,7 @@ class ItemWriter:
             _merge_extents(conn, rows, collections)
             if checkpoint is not None:
                 set_checkpoint(conn, *checkpoint)
+            conn.commit()  # in the same round trip
         return result
 
     @staticmethod
