@@ -321,6 +321,18 @@ def test_a_constraint_narrowed_by_another_client_is_widened_again(empty: PgstacS
         assert empty.get_item("scratch", item["id"]) == item
 
 
+def test_a_collection_dropped_and_made_again_is_written_again(empty: PgstacStore) -> None:
+    """The partition the store wrote to last is gone (a new collection key, a new partition)."""
+    items = _scratch(ITEMS[:8])
+    empty.upsert_items(items[:4])
+    assert empty.delete_collection("scratch")
+    empty.upsert_collection({**_collection(), "id": "scratch"})
+    result = empty.upsert_items(items, checkpoint=("k", "again"))
+    assert (result.new, result.updated, result.unchanged) == (8, 0, 0)
+    assert empty.count_items("scratch") == 8
+    assert empty.get_checkpoint("k") == "again"
+
+
 def test_hashes_of_a_schema_1_store_move_into_pgstac(empty: PgstacStore) -> None:
     items = _scratch(ITEMS[:6])
     empty.upsert_items(items)

@@ -20,6 +20,7 @@ import orjson
 import psycopg
 import shapely
 from hydraters import dehydrate
+from psycopg import sql
 
 from thisme_stac.store.base import JSON, UpsertResult
 from thisme_stac.store.batch import item_geometries, time_span
@@ -31,13 +32,15 @@ SCHEMA = "thisme"
 #: shows and which any other writer of the item replaces (so its hash is then unknown).
 HASH_KEY = "thisme:hash"
 SUMMARY_FIELDS = ("thisme:site", "platform", "sat:orbit_state", "sat:relative_orbit")
-#: Items go into pgstac's items table (its triggers route and account them), in the columns
-#: ``pypgstac load`` writes.
-COPY_SQL = (
-    "COPY pgstac.items (id, collection, datetime, end_datetime, geometry, content, private) "
-    "FROM STDIN"
+#: Items are copied in the columns ``pypgstac load`` writes: into a one-partition collection's
+#: partition, as ``pypgstac load`` does (pgstac's after-insert trigger on the parent table would
+#: keep a transition table of every row only to find the partitions, which ``check_partition``
+#: recorded already), otherwise into ``pgstac.items``, which routes them.
+COPY_SQL = sql.SQL(
+    "COPY pgstac.{} (id, collection, datetime, end_datetime, geometry, content, private) FROM STDIN"
 )
 SAVEPOINT = "thisme_write"
+GEOMETRY_CHUNK = 100
 #: A batch's commit does not wait for its WAL flush: a crash of the database server may lose
 #: the last batches of a harvest, never part of one (the checkpoint goes with its items).
 SYNC_COMMIT_OFF = "SET LOCAL synchronous_commit = off"
@@ -55,11 +58,11 @@ class Row:
     id: str
     start: datetime
     end: datetime
-    bounds: tuple[float, float, float, float]
-    geom: Any
     hash: str
     blob: bytes
-    props: JSON
+    item: JSON
+    #: Set while the row is copied (its geometry is parsed then, overlapping the server's work).
+    bounds: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
 
 @dataclass(slots=True)
@@ -69,6 +72,7 @@ class _Collection:
     base: JSON
     trunc: str | None
     base_number: int | None
+    key: int
     content: JSON
     extent: Extent | None
     summaries: set[tuple[str, Any]]
@@ -83,27 +87,29 @@ def parse_time(value: str) -> datetime:
 
 
 def prepare_rows(items: list[JSON]) -> list[Row]:
-    """Validate a batch (InvalidQuery names a bad item); hash, bound and time each item."""
-    geoms = item_geometries(items)
-    bounds = shapely.bounds(geoms) if geoms else []
+    """Check each item's id, collection and time span (InvalidQuery names a bad item) and hash
+    it. Geometries are checked as the items are copied: a bad one aborts the transaction."""
     rows: list[Row] = []
-    for item, geom, box in zip(items, geoms, bounds, strict=True):
+    for item in items:
+        item_id, collection = item.get("id"), item.get("collection")
+        if not isinstance(item_id, str) or not item_id:
+            raise InvalidQuery("an item needs a string id")
+        if not isinstance(collection, str) or not collection:
+            raise InvalidQuery(f"item {item_id!r} has no collection")
         start_text, end_text = time_span(item)
         start, end = parse_time(start_text), parse_time(end_text)
         if start > end:
-            raise InvalidQuery(f"item {item['id']!r} ends before it starts")
+            raise InvalidQuery(f"item {item_id!r} ends before it starts")
         blob = orjson.dumps(item)
         rows.append(
             Row(
-                collection=item["collection"],
-                id=item["id"],
+                collection=collection,
+                id=item_id,
                 start=start,
                 end=end,
-                bounds=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
-                geom=geom,
                 hash=hashlib.blake2b(blob, digest_size=16).hexdigest(),
                 blob=blob,
-                props=item.get("properties") or {},
+                item=item,
             )
         )
     return rows
@@ -162,7 +168,8 @@ class ItemWriter:
                 conn.execute(f"RELEASE SAVEPOINT {SAVEPOINT}")
             if changed:  # pgstac's cached search counts describe the items before this write
                 conn.execute("DELETE FROM pgstac.search_wheres")
-            _merge_extents(conn, rows, collections)
+            # unchanged items are in the stored extents and summaries already
+            _merge_extents(conn, changed, collections)
             if checkpoint is not None:
                 set_checkpoint(conn, *checkpoint)
             conn.commit()  # in the same round trip
@@ -182,7 +189,7 @@ class ItemWriter:
                 (ids,),
             )
             found = conn.execute(
-                "SELECT c.id, b.base_item::text, c.partition_trunc, b.base_item_id, "
+                "SELECT c.id, b.base_item::text, c.partition_trunc, b.base_item_id, c.key, "
                 "c.content::text FROM pgstac.collections c, "
                 "LATERAL pgstac.current_base_item(c.id) b WHERE c.id = ANY(%s) FOR UPDATE OF c",
                 (ids,),
@@ -207,8 +214,10 @@ class ItemWriter:
             ]
             conn.execute(f"SAVEPOINT {SAVEPOINT}")
         collections = {
-            cid: _Collection(orjson.loads(base), trunc, number, orjson.loads(content), None, set())
-            for cid, base, trunc, number, content in found.fetchall()
+            cid: _Collection(
+                orjson.loads(base), trunc, number, key, orjson.loads(content), None, set()
+            )
+            for cid, base, trunc, number, key, content in found.fetchall()
         }
         missing = [c for c in ids if c not in collections]
         if missing:
@@ -236,10 +245,11 @@ class ItemWriter:
         unknown = {k: v for k, v in spans.items() if not _admits(self._admitted.get(k), v)}
         try:
             self._copy_once(conn, rows, collections, unknown, replace=replace)
-        except psycopg.errors.CheckViolation:
+        except (psycopg.errors.CheckViolation, psycopg.errors.UndefinedTable):
             if len(unknown) == len(spans):
                 raise
-            # a constraint widened earlier was narrowed by another client since
+            # a constraint widened earlier was narrowed by another client since, or the
+            # partition dropped
             conn.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
             self._admitted.clear()
             self._copy_once(conn, rows, collections, spans, replace=replace)
@@ -270,11 +280,30 @@ class ItemWriter:
                     )
             for key, span in spans.items():
                 self._admitted[key] = _hull(self._admitted.get(key), span)
-        geoms = shapely.set_srid(np.asarray([r.geom for r in rows], dtype=object), 4326)
-        wkb = shapely.to_wkb(geoms, hex=True, include_srid=True)
-        with conn.cursor() as cur, cur.copy(COPY_SQL) as copy:
-            for row, geometry in zip(rows, wkb, strict=True):
-                copy.write_row(_copy_row(row, geometry, collections[row.collection]))
+        groups: dict[str, list[Row]] = {}
+        for row in rows:
+            collection = collections[row.collection]
+            table = "items" if collection.trunc else f"_items_{collection.key}"
+            groups.setdefault(table, []).append(row)
+        with conn.cursor() as cur:
+            for table, group in sorted(groups.items()):
+                with cur.copy(COPY_SQL.format(sql.Identifier(table))) as copy:
+                    _copy_rows(copy, group, collections)
+
+
+def _copy_rows(copy: psycopg.Copy, rows: list[Row], collections: dict[str, _Collection]) -> None:
+    """Send ``rows``; their geometries are parsed (vectorised) a chunk at a time, while the
+    server works on the rows already sent."""
+    for start in range(0, len(rows), GEOMETRY_CHUNK):
+        chunk = rows[start : start + GEOMETRY_CHUNK]
+        geoms = item_geometries([r.item for r in chunk])
+        bounds = shapely.bounds(geoms)
+        wkb = shapely.to_wkb(
+            shapely.set_srid(np.asarray(geoms, dtype=object), 4326), hex=True, include_srid=True
+        )
+        for row, box, geometry in zip(chunk, bounds, wkb, strict=True):
+            row.bounds = (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+            copy.write_row(_copy_row(row, geometry, collections[row.collection]))
 
 
 def _copy_row(row: Row, geometry: str, collection: _Collection) -> tuple[Any, ...]:
@@ -340,7 +369,7 @@ def _merge_extents(
             ext[0], ext[1] = min(ext[0], minx), min(ext[1], miny)
             ext[2], ext[3] = max(ext[2], maxx), max(ext[3], maxy)
             ext[4], ext[5] = min(ext[4], row.start), max(ext[5], row.end)
-        props, cid = row.props, row.collection
+        props, cid = row.item.get("properties") or {}, row.collection
         found.update((cid, f, props.get(f)) for f in SUMMARY_FIELDS)
     new_summaries = sorted(
         (cid, field, orjson.dumps(value).decode())
