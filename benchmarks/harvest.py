@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -289,6 +290,8 @@ def main() -> None:
             )
             print(f"{w['size']!s:>10} runs (items/s, medians above): {runs}")
     print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    if args.workdir is None:  # the stores and ndjson of this run (hundreds of MB at 1M)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
