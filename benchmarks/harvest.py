@@ -4,6 +4,12 @@ Prints items/s and the harvester's peak RSS at ~20k and ~1M items beside the anc
 (`pypgstac load` on this machine kind: 5,712-6,652 items/s). Target: >= 10,000 items/s end to end,
 peak RSS < 300 MB at 1M and flat as the catalogue grows.
 
+With ``--stores pgstac`` the same run also times the store's write path alone beside
+``pypgstac load`` of the same items (the ndjson of the harvested catalogue), each into a fresh
+database, each in a process of its own: ``PgstacStore.upsert_items`` in pages of ``--page-size``
+with a checkpoint per page (one transaction each: hashes, extents, summaries), against pypgstac's
+``Loader.load_items`` (method ``insert``; only the load call is timed). Target: write >= load.
+
     python benchmarks/harvest.py              # 20k and 1M
     python benchmarks/harvest.py --sizes thisme --stores sqlite pgstac
 """
@@ -14,7 +20,9 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,6 +30,7 @@ import time
 from pathlib import Path
 
 import httpx
+import orjson
 
 ANCHOR = "5,712-6,652"
 TARGET_RATE = 10_000
@@ -90,6 +99,92 @@ def fresh_database(name: str) -> str:
     return url
 
 
+def export_ndjson(store_url: str, path: Path) -> tuple[int, Path]:
+    """The harvested items as ndjson and the collection as JSON beside them."""
+    from thisme_stac.store import open_store
+
+    store = open_store(store_url, create=False)
+    count = 0
+    try:
+        with path.open("wb") as out:
+            for item in store.iter_items():
+                out.write(orjson.dumps(item) + b"\n")
+                count += 1
+        collection = store.get_collection("SoilMoisture")
+    finally:
+        store.close()
+    collection_path = path.with_suffix(".collection.json")
+    collection_path.write_bytes(orjson.dumps(collection))
+    return count, collection_path
+
+
+def _ndjson_items(path: Path) -> list[dict[str, object]]:
+    with path.open("rb") as lines:
+        return [orjson.loads(line) for line in lines]
+
+
+def write_worker(kind: str, url: str, ndjson: str, page_size: int) -> None:
+    """Time one write of the ndjson into the fresh pgstac database at ``url``; print JSON."""
+    from thisme_stac.store import open_store
+
+    path = Path(ndjson)
+    store = open_store(url)
+    try:
+        store.upsert_collection(orjson.loads(path.with_suffix(".collection.json").read_bytes()))
+        if kind == "store":
+            items = _ndjson_items(path)
+            started = time.perf_counter()
+            for n in range(0, len(items), page_size):
+                store.upsert_items(items[n : n + page_size], checkpoint=("bench", str(n)))
+            seconds = time.perf_counter() - started
+        else:
+            from pypgstac.db import PgstacDB
+            from pypgstac.load import Loader, Methods
+
+            db = PgstacDB(dsn=url)
+            try:
+                started = time.perf_counter()
+                Loader(db).load_items(str(path), insert_mode=Methods.insert)
+                seconds = time.perf_counter() - started
+            finally:
+                db.disconnect()  # gives its connection back: close() ends only the idle ones
+                db.close()
+        count = store.count_items()
+    finally:
+        store.close()
+    print(json.dumps({"items": count, "seconds": seconds}))
+
+
+def run_writes(size: str, ndjson: Path, page_size: int, repeat: int) -> dict[str, object]:
+    """Store write path and ``pypgstac load`` of the same ndjson, each into a fresh database,
+    alternated ``repeat`` times; the median rate of each (the machine is shared: noisy)."""
+    rates: dict[str, list[float]] = {"store": [], "load": []}
+    result: dict[str, object] = {"size": size}
+    for _ in range(repeat):
+        for kind in ("store", "load"):
+            url = fresh_database(f"thisme_bench_write_{kind}_{size}")
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--write-worker",
+                    kind,
+                    url,
+                    str(ndjson),
+                    str(page_size),
+                ],
+                capture_output=True,
+                check=True,
+            )
+            figures = json.loads(out.stdout.decode().strip().splitlines()[-1])
+            rates[kind].append(figures["items"] / figures["seconds"])
+            result["items"] = figures["items"]
+    for kind, values in rates.items():
+        result[kind] = statistics.median(values)
+        result[f"{kind}_all"] = values
+    return result
+
+
 def run_size(size: str, workdir: Path, page_size: int, store_kind: str) -> dict[str, object]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -124,6 +219,7 @@ def run_size(size: str, workdir: Path, page_size: int, store_kind: str) -> dict[
         result: dict[str, object] = json.loads(out.stdout.decode().strip().splitlines()[-1])
         result["size"] = size
         result["store"] = store_kind
+        result["store_url"] = str(store)
         return result
     finally:
         sim.terminate()
@@ -136,16 +232,30 @@ def main() -> None:
     parser.add_argument("--page-size", type=int, default=500)
     parser.add_argument("--stores", nargs="+", default=["sqlite"], choices=["sqlite", "pgstac"])
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="pgstac write / pypgstac load pairs (medians)"
+    )
     parser.add_argument("--worker", nargs=3, metavar=("URL", "STORE", "PAGE_SIZE"))
+    parser.add_argument("--write-worker", nargs=4, metavar=("KIND", "URL", "NDJSON", "PAGE_SIZE"))
     args = parser.parse_args()
     if args.worker:
         worker(args.worker[0], args.worker[1], int(args.worker[2]))
+        return
+    if args.write_worker:
+        kind, url, ndjson, page_size = args.write_worker
+        write_worker(kind, url, ndjson, int(page_size))
         return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="thisme-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     rows = [
         run_size(size, workdir, args.page_size, kind) for size in args.sizes for kind in args.stores
     ]
+    writes = []
+    for row in rows:
+        if row["store"] == "pgstac":
+            ndjson = workdir / f"items-{row['size']}.ndjson"
+            export_ndjson(str(row["store_url"]), ndjson)
+            writes.append(run_writes(str(row["size"]), ndjson, args.page_size, args.repeat))
     header = (
         f"{'catalogue':>10} {'store':>7} {'items':>10} {'seconds':>8} {'items/s':>9} "
         f"{'anchor items/s':>15} {'target':>8} {'peak RSS MB':>12} {'RSS target':>10}"
@@ -158,6 +268,30 @@ def main() -> None:
             f"{row['items_per_second']:>9,.0f} {ANCHOR:>15} {'>=' + str(TARGET_RATE):>8} "
             f"{row['peak_rss_mb']:>12.0f} {'<' + str(TARGET_RSS_MB):>10}"
         )
+    if writes:
+        print()
+        header = (
+            f"{'catalogue':>10} {'items':>10} {'store write items/s':>20} "
+            f"{'pypgstac load items/s':>22} {'write / load':>13} {'target':>7} "
+            f"{'anchor load items/s':>20}"
+        )
+        print(header)
+        print("-" * len(header))
+        for w in writes:
+            store_rate, load_rate = float(w["store"]), float(w["load"])  # type: ignore[arg-type]
+            print(
+                f"{w['size']!s:>10} {w['items']:>10,} {store_rate:>20,.0f} {load_rate:>22,.0f} "
+                f"{store_rate / load_rate:>13.2f} {'>=1.00':>7} {ANCHOR:>20}"
+            )
+        for w in writes:
+            runs = " / ".join(
+                f"{kind} " + ", ".join(f"{v:,.0f}" for v in w[f"{kind}_all"])  # type: ignore[attr-defined]
+                for kind in ("store", "load")
+            )
+            print(f"{w['size']!s:>10} runs (items/s, medians above): {runs}")
+    print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    if args.workdir is None:  # the stores and ndjson of this run (hundreds of MB at 1M)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

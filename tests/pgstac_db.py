@@ -75,6 +75,7 @@ def migrate(url: str, version: str | None = None) -> str:
         try:
             return str(Migrate(db).run_migration(version))
         finally:
+            db.disconnect()  # gives its connection back: close() ends only the idle ones
             db.close()
 
 
@@ -94,6 +95,44 @@ def temporary_database(*, migrated: bool = True) -> Iterator[str]:
         if migrated:
             migrate(url)
         yield url
+    finally:
+        with admin_connection() as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@contextmanager
+def template_database() -> Iterator[str]:
+    """A database with pgstac and the store's schema installed, to be cloned by
+    ``cloned_database`` (a copy costs a fraction of a migration); dropped afterwards."""
+    from thisme_stac.store.pgstac import PgstacStore
+
+    with temporary_database() as url:
+        PgstacStore(url).close()
+        yield url
+
+
+@contextmanager
+def cloned_database(template_url: str) -> Iterator[str]:
+    """A fresh ``thisme_test_<random>`` copied from the database at ``template_url`` (which
+    must have no open connection); yields its URL, drops it."""
+    name = f"{PREFIX}{secrets.token_hex(6)}"
+    template = urlsplit(template_url).path.lstrip("/")
+    with admin_connection() as admin:
+        for attempt in range(3):  # the server itself waits ~5 s for other sessions to end
+            try:
+                admin.execute(
+                    sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                        sql.Identifier(name), sql.Identifier(template)
+                    )
+                )
+                break
+            except psycopg.errors.ObjectInUse:  # a closed session's backend is still exiting
+                if attempt == 2:
+                    raise
+    try:
+        yield database_url(name)
     finally:
         with admin_connection() as admin:
             admin.execute(

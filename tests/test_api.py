@@ -168,6 +168,48 @@ def test_free_text_finds_a_site(api: ApiServer, items: list[dict[str, Any]]) -> 
     assert get(api, "/search?q=Atlantis").json()["numberMatched"] == 0
 
 
+def _free_text(item: dict[str, Any]) -> str:
+    props = item["properties"]
+    return " | ".join(
+        [*props.get("keywords", []), props.get("title", ""), props.get("description", "")]
+    ).lower()
+
+
+@pytest.mark.parametrize(
+    ("q", "terms"),
+    [
+        ("ital", ["ital"]),  # a substring, not only whole words
+        ("%23Central-Italy", ["central-italy"]),  # the THISME hashtag
+        ("%22Central-Italy%22", ["central-italy"]),  # a quoted phrase
+        ("cEnTrAl-ITALY", ["central-italy"]),  # case-insensitive
+        ("Crete,ital", ["crete", "ital"]),  # several terms: any of them
+        ("central italy", ["central italy"]),  # a space is a character like any other
+        ("50%25", ["50%"]),  # LIKE wildcards are literal
+        ("((", ["(("]),  # no query syntax to get wrong
+    ],
+)
+def test_free_text_is_a_case_insensitive_substring_of_any_term(
+    api: ApiServer, items: list[dict[str, Any]], q: str, terms: list[str]
+) -> None:
+    expected = _newest_first([i for i in items if any(t in _free_text(i) for t in terms)])
+    doc = get(api, f"/search?q={q}&limit=200").json()
+    assert doc["numberMatched"] == len(expected)
+    assert _ids(doc["features"]) == _ids(expected)[:200]
+
+
+def test_free_text_post_takes_a_list_of_terms(api: ApiServer, items: list[dict[str, Any]]) -> None:
+    response = httpx.post(
+        f"{api.url}search", json={"q": ["#Crete", '"central-italy"'], "limit": 500}, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    sites = {"Crete", "Central-Italy"}
+    expected = _newest_first([i for i in items if i["properties"]["thisme:site"] in sites])
+    assert len(expected) > 0
+    doc = response.json()
+    assert doc["numberMatched"] == len(expected)
+    assert _ids(doc["features"]) == _ids(expected)[:500]
+
+
 # --- brute-force reference ---------------------------------------------------------------------
 def _random_body(rng: random.Random, sites: list[str]) -> dict[str, Any]:
     body: dict[str, Any] = {"limit": rng.choice([5, 40, 150])}

@@ -1,4 +1,9 @@
-"""Harvester end to end against the resto 5 simulator on 127.0.0.1, with real SQLite stores."""
+"""Harvester end to end against the resto 5 simulator on 127.0.0.1, into each store.
+
+Every test runs against a real SQLite file and against a real pgstac database on the machine's
+PostgreSQL (``tests/pgstac_db.py``: a PostgreSQL that cannot be reached fails these tests, it does
+not skip them), and expects the same results from both.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,19 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
 
-from thisme_stac.harvest import Harvester
+from tests.pgstac_db import cloned_database, template_database
+from thisme_stac.harvest import Harvester, checkpoint_key
 from thisme_stac.resto.client import RestoClient
 from thisme_stac.resto.query import parse_urlq
 from thisme_stac.simulator import GeneratedCatalogue, SimulatorServer
-from thisme_stac.store import open_store
+from thisme_stac.store import Store, open_store
 from thisme_stac.validate import validate_item
 
 SEED = "q=%23Central-Italy&collection=SoilMoisture"
@@ -29,17 +36,51 @@ def sim() -> Iterator[SimulatorServer]:
         yield server
 
 
-def _harvest(url: str, store_path: Path, urlq: str = SEED, page_size: int = 500) -> object:
-    store = open_store(str(store_path))
+@pytest.fixture(scope="module", params=["sqlite", "pgstac"])
+def store_kind(request: pytest.FixtureRequest) -> Iterator[tuple[str, str | None]]:
+    """The store every test below runs against; for pgstac, a migrated database to clone."""
+    if request.param == "sqlite":
+        yield "sqlite", None
+        return
+    with template_database() as template:
+        yield "pgstac", template
+
+
+class Stores:
+    """Fresh, empty stores of one kind for one test: SQLite files or pgstac databases."""
+
+    def __init__(self, kind: str, template: str | None, tmp_path: Path, stack: ExitStack) -> None:
+        self.kind = kind
+        self.template = template
+        self.tmp_path = tmp_path
+        self.stack = stack
+
+    def new(self, name: str) -> str:
+        """The path or URL of a new empty store (``thisme-stac --store`` accepts either)."""
+        if self.template is None:
+            return str(self.tmp_path / f"{name}.sqlite")
+        return self.stack.enter_context(cloned_database(self.template))
+
+
+@pytest.fixture
+def stores(store_kind: tuple[str, str | None], tmp_path: Path) -> Iterator[Stores]:
+    with ExitStack() as stack:
+        yield Stores(*store_kind, tmp_path, stack)
+
+
+def _harvest(url: str, target: str | Store, urlq: str = SEED, page_size: int = 500) -> object:
+    """Harvest into a store given as a path or URL (opened and closed here) or as a store."""
+    store = open_store(target) if isinstance(target, str) else target
     try:
         with RestoClient(url) as client:
             return Harvester(client, store, page_size=page_size).harvest(parse_urlq(urlq))
     finally:
-        store.close()
+        if isinstance(target, str):
+            store.close()
 
 
-def _store_items(path: Path) -> dict[str, bytes]:
-    store = open_store(str(path), create=False)
+def _store_items(store_url: str) -> dict[str, bytes]:
+    store = open_store(store_url, create=False)
     try:
         return {
             item["id"]: orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
@@ -49,10 +90,11 @@ def _store_items(path: Path) -> dict[str, bytes]:
         store.close()
 
 
-def test_seed_query_harvest_equals_ground_truth(sim: SimulatorServer, tmp_path: Path) -> None:
-    report = _harvest(sim.url, tmp_path / "s.sqlite")
+def test_seed_query_harvest_equals_ground_truth(sim: SimulatorServer, stores: Stores) -> None:
+    target = stores.new("s")
+    report = _harvest(sim.url, target)
     truth = set(sim.catalogue.product_ids(site="Central-Italy"))
-    items = _store_items(tmp_path / "s.sqlite")
+    items = _store_items(target)
     assert len(truth) > 500
     assert set(items) == truth
     assert report.fetched == len(truth)  # type: ignore[attr-defined]
@@ -64,13 +106,13 @@ def test_seed_query_harvest_equals_ground_truth(sim: SimulatorServer, tmp_path: 
 
 
 def test_rerun_fetches_nothing_and_full_refetch_is_unchanged(
-    sim: SimulatorServer, tmp_path: Path
+    sim: SimulatorServer, stores: Stores
 ) -> None:
-    path = tmp_path / "s.sqlite"
+    path = stores.new("s")
     first = _harvest(sim.url, path)
     second = _harvest(sim.url, path)
     assert second.fetched == 0  # type: ignore[attr-defined]
-    store = open_store(str(path))
+    store = open_store(path)
     try:
         with RestoClient(sim.url) as client:
             full = Harvester(client, store).harvest(parse_urlq(SEED), full=True)
@@ -81,10 +123,10 @@ def test_rerun_fetches_nothing_and_full_refetch_is_unchanged(
     assert full.new == 0
 
 
-def test_incremental_harvest_fetches_only_new_dates(tmp_path: Path) -> None:
+def test_incremental_harvest_fetches_only_new_dates(stores: Stores) -> None:
     catalogue = GeneratedCatalogue(end=datetime(2023, 1, 1, tzinfo=UTC))
     with SimulatorServer(catalogue, port=0) as server:
-        path = tmp_path / "inc.sqlite"
+        path = stores.new("inc")
         first = _harvest(server.url, path)
         before = set(catalogue.product_ids(site="Central-Italy"))
         assert first.fetched == len(before)  # type: ignore[attr-defined]
@@ -125,15 +167,14 @@ def _failing_harvest(env: dict[str, str], *argv: str) -> str:
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(
-    sim: SimulatorServer, tmp_path: Path, argv: list[str], message: str
+    sim: SimulatorServer, stores: Stores, argv: list[str], message: str
 ) -> None:
-    target = tmp_path / "bad.sqlite"
-    env = {**os.environ, "THISME_RESTO_URL": sim.url, "THISME_STORE": str(target)}
+    env = {**os.environ, "THISME_RESTO_URL": sim.url, "THISME_STORE": stores.new("bad")}
     last_line = _failing_harvest(env, *argv)
     assert message.lower() in last_line.lower()
 
 
-def test_unreachable_server_is_a_clean_error(tmp_path: Path) -> None:
+def test_unreachable_server_is_a_clean_error(stores: Stores) -> None:
     import socket
 
     with socket.socket() as s:
@@ -142,13 +183,13 @@ def test_unreachable_server_is_a_clean_error(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "THISME_RESTO_URL": f"http://127.0.0.1:{port}",
-        "THISME_STORE": str(tmp_path / "x.sqlite"),
+        "THISME_STORE": stores.new("x"),
         "THISME_RETRIES": "1",
     }
     assert str(port) in _failing_harvest(env, "--urlq", SEED)
 
 
-def test_harvest_of_resto2_fixtures(tmp_path: Path) -> None:
+def test_harvest_of_resto2_fixtures(stores: Stores) -> None:
     """A resto 2 server (recorded pages): the harvester falls back to its search route."""
     from tests.conftest import RESTO2
     from tests.restoserver import scripted_server
@@ -170,7 +211,7 @@ def test_harvest_of_resto2_fixtures(tmp_path: Path) -> None:
         for page, previous in zip(pages[1:], pages[:-1], strict=True):
             href = next(li["href"] for li in previous["properties"]["links"] if li["rel"] == "next")
             server.serve_fixture(href.removeprefix(base), rewrite(page))
-        store = open_store(str(tmp_path / "r2.sqlite"))
+        store = open_store(stores.new("r2"))
         try:
             with RestoClient(server.url) as client:
                 report = Harvester(client, store, page_size=3).harvest(parse_urlq(SEED))
@@ -191,7 +232,7 @@ def test_harvest_of_resto2_fixtures(tmp_path: Path) -> None:
         validate_item(item)
 
 
-def test_skipped_features_are_counted_and_reported(sim: SimulatorServer, tmp_path: Path) -> None:
+def test_skipped_features_are_counted_and_reported(stores: Stores) -> None:
     from tests.restoserver import scripted_server
 
     page = orjson.loads(
@@ -203,7 +244,7 @@ def test_skipped_features_are_counted_and_reported(sim: SimulatorServer, tmp_pat
     page["features"][4]["properties"]["startDate"] = "not a date"
     with scripted_server() as server:
         server.serve_fixture("/features?q=%23Central-Italy&limit=500", orjson.dumps(page))
-        store = open_store(str(tmp_path / "skip.sqlite"))
+        store = open_store(stores.new("skip"))
         try:
             with RestoClient(server.url) as client:
                 report = Harvester(client, store).harvest(parse_urlq("q=%23Central-Italy"))
@@ -217,9 +258,8 @@ def test_skipped_features_are_counted_and_reported(sim: SimulatorServer, tmp_pat
     assert any("invalid startDate" in r for r in report.skipped_reasons)
 
 
-def test_cli_single_dash_urlq_then_search(sim: SimulatorServer, tmp_path: Path) -> None:
-    target = tmp_path / "cli.sqlite"
-    env = {**os.environ, "THISME_STORE": str(target)}
+def test_cli_single_dash_urlq_then_search(sim: SimulatorServer, stores: Stores) -> None:
+    env = {**os.environ, "THISME_STORE": stores.new("cli")}
     harvest = subprocess.run(
         [
             sys.executable,
@@ -280,8 +320,8 @@ def test_cli_single_dash_urlq_then_search(sim: SimulatorServer, tmp_path: Path) 
     ]
 
 
-def test_periodic_harvest_runs_again_until_stopped(sim: SimulatorServer, tmp_path: Path) -> None:
-    store_path = tmp_path / "periodic.sqlite"
+def test_periodic_harvest_runs_again_until_stopped(sim: SimulatorServer, stores: Stores) -> None:
+    store_path = stores.new("periodic")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -293,7 +333,7 @@ def test_periodic_harvest_runs_again_until_stopped(sim: SimulatorServer, tmp_pat
             "--urlq",
             SEED,
             "--store",
-            str(store_path),
+            store_path,
             "--every",
             "1s",
         ],
@@ -311,7 +351,7 @@ def test_periodic_harvest_runs_again_until_stopped(sim: SimulatorServer, tmp_pat
         process.send_signal(signal.SIGINT)
         process.wait(timeout=20)
     assert process.returncode == 130
-    db = open_store(str(store_path))
+    db = open_store(store_path)
     try:
         assert db.count_items() == sim.catalogue.count("Central-Italy")
     finally:
@@ -324,3 +364,36 @@ def test_periodic_harvest_runs_again_until_stopped(sim: SimulatorServer, tmp_pat
     )
     assert bad.returncode == 1
     assert bad.stderr.strip() == "error: --every needs a number and a unit (s, m, h, d), got 'soon'"
+
+
+def test_a_whole_catalogue_harvests_identically_into_both_stores(tmp_path: Path) -> None:
+    """Item by item, the collection document and the checkpoint: SQLite and pgstac alike."""
+    from tests.pgstac_db import temporary_database
+
+    urlq = "collection=SoilMoisture"
+    with (
+        SimulatorServer(GeneratedCatalogue(end=datetime(2018, 7, 1, tzinfo=UTC)), port=0) as sim,
+        temporary_database() as url,
+    ):
+        key = checkpoint_key(sim.url, parse_urlq(urlq))
+        lite, pg = open_store(str(tmp_path / "h.sqlite")), open_store(url)
+        try:
+            reports = [_harvest(sim.url, store, urlq) for store in (lite, pg)]
+            for report in reports:
+                assert report.complete  # type: ignore[attr-defined]
+                assert report.new == len(sim.catalogue)  # type: ignore[attr-defined]
+            assert [(r.fetched, r.pages) for r in reports] == [  # type: ignore[attr-defined]
+                (len(sim.catalogue), reports[0].pages)  # type: ignore[attr-defined]
+            ] * 2
+            assert pg.count_items() == lite.count_items() == len(sim.catalogue)
+            for got, want in zip(pg.iter_items(), lite.iter_items(), strict=True):
+                assert got == want
+            assert pg.get_collection("SoilMoisture") == lite.get_collection("SoilMoisture")
+            assert pg.get_checkpoint(key) == lite.get_checkpoint(key)
+            for store in (lite, pg):
+                with RestoClient(sim.url) as client:
+                    full = Harvester(client, store).harvest(parse_urlq(urlq), full=True)
+                assert (full.new, full.updated, full.unchanged) == (0, 0, len(sim.catalogue))
+        finally:
+            pg.close()
+            lite.close()

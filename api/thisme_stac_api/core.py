@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from thisme_stac.errors import ConfigError
 from thisme_stac.search_params import build_search, parse_datetime
 from thisme_stac.store.base import SearchPage, SearchRequest, SortField, Store
+from thisme_stac.store.freetext import free_text_terms, text_matches
 from thisme_stac_api import links as L
 from thisme_stac_api.fields import apply_fields, split_fields
 
@@ -438,15 +439,11 @@ def _collection_matches(
             return False
         if end is not None and lo is not None and lo > end:
             return False
-    if q:
-        text = " ".join(
-            [
-                str(collection.get("id", "")),
-                str(collection.get("title", "")),
-                str(collection.get("description", "")),
-                " ".join(map(str, collection.get("keywords", []))),
-            ]
-        ).lower()
-        if not any(term.strip().lower() in text for term in q if term.strip()):
-            return False
-    return True
+    terms = free_text_terms(q)
+    return not terms or text_matches(
+        terms,
+        collection.get("id"),
+        collection.get("title"),
+        collection.get("description"),
+        *(collection.get("keywords") or []),
+    )

@@ -1,16 +1,16 @@
 """pgstac store: PostgreSQL + PostGIS + pgstac, written through pgstac's own SQL functions.
 
-The schema is installed or upgraded with pypgstac's ``Migrate`` when a store is opened. Items go
-through ``pgstac.upsert_items`` in the same transaction as the harvest checkpoint, which lives,
-with the bookkeeping pgstac has no place for (content hashes, collection extents and summaries),
-in a schema of its own (``thisme``). Searches run pgstac's ``search()`` function, so that the
+The schema is installed or upgraded with pypgstac's ``Migrate`` when a store is opened. Items are
+written as ``pypgstac load`` writes them (dehydrated, ``COPY`` into pgstac's items table), in the
+same transaction as the harvest checkpoint, which lives, with the bookkeeping pgstac has no place
+for (collection extents and summaries), in a schema of its own (``thisme``); each item's content
+hash rides in pgstac's ``private`` column. Searches run pgstac's ``search()`` function, so that the
 STAC API served by stac-fastapi-pgstac and this store answer alike.
 """
 
 from __future__ import annotations
 
 import getpass
-import hashlib
 import logging
 import os
 import re
@@ -32,17 +32,22 @@ from pypgstac import __version__ as PYPGSTAC_VERSION
 
 from thisme_stac.errors import StoreError
 from thisme_stac.store.base import JSON, SearchPage, SearchRequest, SortField, UpsertResult
-from thisme_stac.store.batch import item_geometries, time_span
 from thisme_stac.store.cql2sql import InvalidQuery, geometry_wkb
+from thisme_stac.store.freetext import cql2_free_text, free_text_terms
 from thisme_stac.store.paging import decode_token, encode_token, query_fingerprint
+from thisme_stac.store.pgstac_write import (
+    HASH_KEY,
+    SCHEMA,
+    ItemWriter,
+    apply_extent,
+    prepare_rows,
+    set_checkpoint,
+)
 
 __all__ = ["QUERYABLES", "PgstacStore"]
 
 log = logging.getLogger("thisme_stac.store.pgstac")
 
-#: The schema holding what pgstac has no place for; pgstac's own objects stay in ``pgstac``.
-SCHEMA = "thisme"
-SUMMARY_FIELDS = ("thisme:site", "platform", "sat:orbit_state", "sat:relative_orbit")
 DEFAULT_SORT = (SortField("datetime", "desc"), SortField("id", "desc"))
 #: pgstac search settings for this store: counts on, never a cached count (exact, like the
 #: SQLite store), items hydrated here rather than in PL/pgSQL. The API server reads the
@@ -76,12 +81,6 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.thisme_checkpoints (
     key text PRIMARY KEY,
     value text NOT NULL
 );
-CREATE TABLE IF NOT EXISTS {SCHEMA}.item_hashes (
-    collection text NOT NULL,
-    id text NOT NULL,
-    hash bytea NOT NULL,
-    PRIMARY KEY (collection, id)
-);
 CREATE TABLE IF NOT EXISTS {SCHEMA}.collection_extents (
     collection text PRIMARY KEY,
     minx float8 NOT NULL, miny float8 NOT NULL, maxx float8 NOT NULL, maxy float8 NOT NULL,
@@ -93,6 +92,18 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.collection_summaries (
     value jsonb NOT NULL,
     PRIMARY KEY (collection, field, value)
 );
+DO $$
+BEGIN
+    -- schema 1 kept content hashes in a table of their own: move them into the items
+    IF to_regclass('{SCHEMA}.item_hashes') IS NOT NULL THEN
+        UPDATE pgstac.items i
+            SET private = coalesce(i.private, '{{}}'::jsonb)
+                || jsonb_build_object('{HASH_KEY}', encode(h.hash, 'hex'))
+            FROM {SCHEMA}.item_hashes h
+            WHERE h.collection = i.collection AND h.id = i.id;
+        DROP TABLE {SCHEMA}.item_hashes;
+    END IF;
+END $$;
 """
 
 
@@ -112,19 +123,6 @@ def _rfc3339(value: datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _interval(item: JSON) -> tuple[datetime, datetime]:
-    start, end = time_span(item)
-    return _parse_time(start), _parse_time(end)
-
-
-def _parse_time(value: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value.replace("z", "Z"))
-    except ValueError:
-        raise InvalidQuery(f"invalid timestamp {value[:40]!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 #: An items row as ``_BaseItems.hydrate`` takes it.
@@ -297,6 +295,7 @@ class PgstacStore:
         #: how long a caller waits for a pooled connection (a database gone away: a 503
         #: after this, not after psycopg_pool's 30 s)
         self._pool_timeout = pool_timeout
+        self._writer = ItemWriter()
         try:
             conn = psycopg.connect(url, connect_timeout=connect_timeout, autocommit=True)
         except psycopg.Error as err:
@@ -362,6 +361,7 @@ class PgstacStore:
         except Exception as err:  # pypgstac raises bare Exceptions for migration paths
             raise self.target.error("cannot install pgstac in", str(err)) from None
         finally:
+            db.disconnect()  # gives its connection back: close() ends only the idle ones
             db.close()
 
     @staticmethod
@@ -485,7 +485,7 @@ class PgstacStore:
             row = conn.execute(
                 "SELECT 1 FROM pgstac.collections WHERE id = %s FOR UPDATE", (collection_id,)
             ).fetchone()
-            for table in ("item_hashes", "collection_extents", "collection_summaries"):
+            for table in ("collection_extents", "collection_summaries"):
                 conn.execute(
                     sql.SQL("DELETE FROM {}.{} WHERE collection = %s").format(
                         sql.Identifier(SCHEMA), sql.Identifier(table)
@@ -501,210 +501,34 @@ class PgstacStore:
     @staticmethod
     def _with_extent(conn: psycopg.Connection[Any], collection: JSON) -> JSON:
         """The collection with the extent and summaries of the items stored so far."""
-        from thisme_stac.translate.item import format_datetime
-
         cid = collection.get("id")
         extent = conn.execute(
             f"SELECT minx, miny, maxx, maxy, tmin, tmax FROM {SCHEMA}.collection_extents "
             "WHERE collection = %s",
             (cid,),
         ).fetchone()
-        if extent is not None:
-            minx, miny, maxx, maxy, tmin, tmax = extent
-            collection["extent"] = {
-                "spatial": {"bbox": [[minx, miny, maxx, maxy]]},
-                "temporal": {"interval": [[format_datetime(tmin), format_datetime(tmax)]]},
-            }
-        summaries = collection.setdefault("summaries", {})
-        found: dict[str, list[Any]] = {}
-        for field, value in conn.execute(
-            f"SELECT field, value::text FROM {SCHEMA}.collection_summaries WHERE collection = %s",
-            (cid,),
-        ):
-            found.setdefault(field, []).append(orjson.loads(value))
-        for field in SUMMARY_FIELDS:
-            if found.get(field):
-                summaries[field] = sorted(found[field], key=lambda v: (str(type(v)), v))
-        return collection
+        summaries = {
+            (field, orjson.loads(value))
+            for field, value in conn.execute(
+                f"SELECT field, value::text FROM {SCHEMA}.collection_summaries "
+                "WHERE collection = %s",
+                (cid,),
+            )
+        }
+        return apply_extent(collection, tuple(extent) if extent else None, summaries)
 
     # --- items -------------------------------------------------------------------------------
     def upsert_items(
         self, items: Iterable[JSON], *, checkpoint: tuple[str, str] | None = None
     ) -> UpsertResult:
-        rows = self._rows(list(items))
-        result = UpsertResult()
-        with self._connection("write items") as conn, conn.transaction():
-            collections = sorted({r["collection"] for r in rows})
-            for cid in collections:  # one writer per collection at a time: exact counts
-                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"thisme:{cid}",))
-            if collections:
-                known = {
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT id FROM pgstac.collections WHERE id = ANY(%s)", (collections,)
-                    )
-                }
-                missing = [c for c in collections if c not in known]
-                if missing:
-                    raise InvalidQuery(
-                        f"collection {missing[0]!r} does not exist: add the collection first"
-                    )
-            changed = self._classify(conn, rows, result)
-            if changed:
-                self._load(conn, changed)
-                with conn.cursor() as cur:
-                    cur.execute(
-                        f"INSERT INTO {SCHEMA}.item_hashes (collection, id, hash) "
-                        "SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[]) "
-                        "ON CONFLICT (collection, id) DO UPDATE SET hash = excluded.hash",
-                        (
-                            [r["collection"] for r in changed],
-                            [r["id"] for r in changed],
-                            [r["hash"] for r in changed],
-                        ),
-                    )
-                self._forget_counts(conn)
-            self._merge_extents(conn, rows)
-            if checkpoint is not None:
-                self._set_checkpoint(conn, *checkpoint)
-        return result
-
-    def _load(self, conn: psycopg.Connection[Any], rows: list[dict[str, Any]]) -> None:
-        """Write items with pypgstac's loader (dehydrated in Python, ``COPY``, delete + insert
-        per partition) on this connection: its transactions nest in ours as savepoints."""
-        from pypgstac.db import PgstacDB
-        from pypgstac.load import Loader, Methods
-
-        db = PgstacDB(pool=self.pool(), connection=conn, commit_on_exit=False)
-        try:
-            Loader(db).load_items(
-                iter([r["item"] for r in rows]), insert_mode=Methods.delsert, chunksize=None
-            )
-        except psycopg.Error:
-            raise
-        except Exception as err:  # pypgstac raises bare Exceptions for bad items
-            raise InvalidQuery(self.target.scrub(f"cannot load items: {err}")) from None
-
-    @staticmethod
-    def _rows(items: list[JSON]) -> list[dict[str, Any]]:
-        """Validate a batch; compute hashes, bounds and time spans."""
-        geoms = item_geometries(items)
-        bounds = shapely.bounds(geoms) if geoms else []
-        rows: list[dict[str, Any]] = []
-        for item, box in zip(items, bounds, strict=True):
-            start, end = _interval(item)
-            content = orjson.dumps(item).decode()
-            rows.append(
-                {
-                    "collection": item["collection"],
-                    "id": item["id"],
-                    "start": start,
-                    "end": end,
-                    "bounds": tuple(float(v) for v in box),
-                    "hash": hashlib.blake2b(content.encode(), digest_size=16).digest(),
-                    "item": item,
-                    "props": item.get("properties") or {},
-                }
-            )
-        return rows
-
-    @staticmethod
-    def _classify(
-        conn: psycopg.Connection[Any], rows: list[dict[str, Any]], result: UpsertResult
-    ) -> list[dict[str, Any]]:
-        """Count new/updated/unchanged (in batch order); return the last version of each
-        changed item. An item pgstac holds without a known hash counts as updated."""
-        existing: dict[tuple[str, str], bytes | None] = {}
-        for cid in sorted({r["collection"] for r in rows}):
-            ids = [r["id"] for r in rows if r["collection"] == cid]
-            for item_id, digest in conn.execute(
-                f"SELECT i.id, h.hash FROM pgstac.items i LEFT JOIN {SCHEMA}.item_hashes h "
-                "ON h.collection = i.collection AND h.id = i.id "
-                "WHERE i.collection = %s AND i.id = ANY(%s)",
-                (cid, ids),
-            ):
-                existing[(cid, item_id)] = bytes(digest) if digest is not None else None
-        changed: dict[tuple[str, str], dict[str, Any]] = {}
-        for row in rows:
-            key = (row["collection"], row["id"])
-            if key not in existing:
-                result.new += 1
-                result.new_ids.append(row["id"])
-            elif existing[key] == row["hash"]:
-                result.unchanged += 1
-                continue
-            else:
-                result.updated += 1
-                result.updated_ids.append(row["id"])
-            existing[key] = row["hash"]
-            changed.pop(key, None)
-            changed[key] = row
-        return list(changed.values())
+        rows = prepare_rows(list(items))
+        with self._connection("write items") as conn:  # one transaction, committed on exit
+            return self._writer.write(conn, rows, checkpoint)
 
     @staticmethod
     def _forget_counts(conn: psycopg.Connection[Any]) -> None:
         """Drop pgstac's cached search counts: they describe the items before this write."""
         conn.execute("DELETE FROM pgstac.search_wheres")
-
-    def _merge_extents(self, conn: psycopg.Connection[Any], rows: list[dict[str, Any]]) -> None:
-        """Grow the collections' extents and summaries; rewrite pgstac's collection document
-        when either changed, so that the STAC API shows them."""
-        extents: dict[str, list[Any]] = {}
-        summaries: set[tuple[str, str, str]] = set()
-        for row in rows:
-            minx, miny, maxx, maxy = row["bounds"]
-            ext = extents.get(row["collection"])
-            if ext is None:
-                extents[row["collection"]] = [minx, miny, maxx, maxy, row["start"], row["end"]]
-            else:
-                ext[0], ext[1] = min(ext[0], minx), min(ext[1], miny)
-                ext[2], ext[3] = max(ext[2], maxx), max(ext[3], maxy)
-                ext[4], ext[5] = min(ext[4], row["start"]), max(ext[5], row["end"])
-            for field in SUMMARY_FIELDS:
-                value = row["props"].get(field)
-                if isinstance(value, str | int) and not isinstance(value, bool):
-                    summaries.add((row["collection"], field, orjson.dumps(value).decode()))
-        touched: set[str] = set()
-        for cid, ext in sorted(extents.items()):
-            grown = conn.execute(
-                f"INSERT INTO {SCHEMA}.collection_extents AS e VALUES (%s,%s,%s,%s,%s,%s,%s) "
-                "ON CONFLICT (collection) DO UPDATE SET "
-                "minx = least(e.minx, excluded.minx), miny = least(e.miny, excluded.miny), "
-                "maxx = greatest(e.maxx, excluded.maxx), maxy = greatest(e.maxy, excluded.maxy), "
-                "tmin = least(e.tmin, excluded.tmin), tmax = greatest(e.tmax, excluded.tmax) "
-                "WHERE excluded.minx < e.minx OR excluded.miny < e.miny "
-                "OR excluded.maxx > e.maxx OR excluded.maxy > e.maxy "
-                "OR excluded.tmin < e.tmin OR excluded.tmax > e.tmax "
-                "RETURNING collection",
-                (cid, *ext),
-            ).fetchone()
-            if grown is not None:
-                touched.add(cid)
-        if summaries:
-            ordered = sorted(summaries)
-            with conn.cursor() as cur:
-                cur.execute(
-                    f"INSERT INTO {SCHEMA}.collection_summaries (collection, field, value) "
-                    "SELECT * FROM unnest(%s::text[], %s::text[], %s::jsonb[]) "
-                    "ON CONFLICT DO NOTHING RETURNING collection",
-                    (
-                        [s[0] for s in ordered],
-                        [s[1] for s in ordered],
-                        [s[2] for s in ordered],
-                    ),
-                )
-                touched.update(r[0] for r in cur.fetchall())
-        for cid in sorted(touched):
-            stored = conn.execute(
-                "SELECT content::text FROM pgstac.collections WHERE id = %s FOR UPDATE", (cid,)
-            ).fetchone()
-            if stored is None:
-                continue
-            content = self._with_extent(conn, orjson.loads(stored[0]))
-            conn.execute(
-                "UPDATE pgstac.collections SET content = %s::jsonb WHERE id = %s",
-                (orjson.dumps(content).decode(), cid),
-            )
 
     def get_item(self, collection_id: str, item_id: str) -> JSON | None:
         with self._connection("read an item") as conn:
@@ -718,10 +542,6 @@ class PgstacStore:
 
     def delete_item(self, collection_id: str, item_id: str) -> bool:
         with self._connection("delete an item") as conn:
-            conn.execute(
-                f"DELETE FROM {SCHEMA}.item_hashes WHERE collection = %s AND id = %s",
-                (collection_id, item_id),
-            )
             cur = conn.execute(
                 "DELETE FROM pgstac.items WHERE collection = %s AND id = %s",
                 (collection_id, item_id),
@@ -797,11 +617,10 @@ class PgstacStore:
                 body["datetime"] = (
                     f"{_rfc3339(start) if start else '..'}/{_rfc3339(end) if end else '..'}"
                 )
-        if request.q:
-            terms = [t.strip() for t in request.q if t and t.strip()]
-            if terms:
-                body["q"] = terms
         conditions: list[Any] = []
+        terms = free_text_terms(request.q)
+        if terms:  # substring semantics, as in the SQLite store (not pgstac's own "q")
+            conditions.append(cql2_free_text(terms))
         if request.filter:
             conditions.append(dict(request.filter))
         if request.bbox:
@@ -855,14 +674,7 @@ class PgstacStore:
 
     @staticmethod
     def _set_checkpoint(conn: psycopg.Connection[Any], key: str, value: str | None) -> None:
-        if value is None:
-            conn.execute(f"DELETE FROM {SCHEMA}.thisme_checkpoints WHERE key = %s", (key,))
-        else:
-            conn.execute(
-                f"INSERT INTO {SCHEMA}.thisme_checkpoints (key, value) VALUES (%s, %s) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+        set_checkpoint(conn, key, value)
 
 
 def _bbox(bbox: Sequence[float]) -> JSON:

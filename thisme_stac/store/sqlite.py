@@ -29,6 +29,7 @@ from thisme_stac.store.cql2sql import (
     property_sql,
     to_micros,
 )
+from thisme_stac.store.freetext import free_text_terms
 from thisme_stac.store.paging import decode_token, encode_token, query_fingerprint
 
 __all__ = ["InvalidQuery", "SQLiteStore"]
@@ -564,7 +565,7 @@ class SQLiteStore:
                 clauses.append("i.datetime <= ?")
                 params.append(micros(end))
         if request.q:
-            terms = [t.strip().lower() for t in request.q if t and t.strip()]
+            terms = free_text_terms(request.q)
             if terms:
                 clauses.append("(" + " OR ".join("instr(i.text, ?) > 0" for _ in terms) + ")")
                 params += terms
