@@ -304,7 +304,7 @@ def feature_to_item_dict(
             continue
         value = _datetime(raw, source, label, required=False)
         if value is not None:
-            out[target] = formatted[raw] = format_datetime(value)
+            out[target] = formatted[str(raw)] = format_datetime(value)
     title = props.get("title")
     out["title"] = str(title) if title else pid
     description = props.get("description")
