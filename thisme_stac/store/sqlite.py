@@ -165,7 +165,8 @@ def _decode_token(token: str, fingerprint: str, size: int) -> list[Any]:
 
 def _interval(item: JSON) -> tuple[int, int]:
     start, end = time_span(item)
-    return to_micros(start), to_micros(end)
+    first = to_micros(start)
+    return first, first if end == start else to_micros(end)
 
 
 class SQLiteStore:
@@ -333,7 +334,7 @@ class SQLiteStore:
         """Validate a batch and compute its columns; geometries are parsed in one shapely call."""
         geoms = item_geometries(items)
         wkbs = shapely.to_wkb(geoms) if geoms else []
-        bounds = shapely.bounds(geoms) if geoms else []
+        bounds = shapely.bounds(geoms).tolist() if geoms else []
         rows: list[dict[str, Any]] = []
         for item, wkb, box in zip(items, wkbs, bounds, strict=True):
             start, end = _interval(item)
@@ -357,7 +358,7 @@ class SQLiteStore:
                     "platform": props.get("platform"),
                     "text": " | ".join(str(w) for w in words).lower(),
                     "geometry": wkb,
-                    "bounds": tuple(float(v) for v in box),
+                    "bounds": tuple(box),
                     "hash": hashlib.blake2b(content.encode(), digest_size=16).digest(),
                     "content": content,
                     "props": props,
@@ -433,7 +434,7 @@ class SQLiteStore:
     @staticmethod
     def _merge_extents(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
         by_collection: dict[str, list[float]] = {}
-        summaries: set[tuple[str, str, str]] = set()
+        values: set[tuple[str, str, Any]] = set()
         for row in rows:
             minx, miny, maxx, maxy = row["bounds"]
             ext = by_collection.get(row["collection"])
@@ -450,10 +451,12 @@ class SQLiteStore:
                 ext[0], ext[1] = min(ext[0], minx), min(ext[1], miny)
                 ext[2], ext[3] = max(ext[2], maxx), max(ext[3], maxy)
                 ext[4], ext[5] = min(ext[4], row["datetime"]), max(ext[5], row["end_datetime"])
+            props = row["props"]
             for field in SUMMARY_FIELDS:
-                value = row["props"].get(field)
+                value = props.get(field)
                 if isinstance(value, str | int) and not isinstance(value, bool):
-                    summaries.add((row["collection"], field, orjson.dumps(value).decode()))
+                    values.add((row["collection"], field, value))
+        summaries = {(c, f, orjson.dumps(v).decode()) for c, f, v in values}
         for collection, ext in by_collection.items():
             conn.execute(
                 "INSERT INTO collection_extents VALUES (?,?,?,?,?,?,?) "
