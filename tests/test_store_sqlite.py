@@ -233,6 +233,30 @@ def test_schema_1_store_is_migrated_to_the_space_time_tree(tmp_path: Path) -> No
     db.close()
 
 
+def test_new_stores_use_16k_pages_and_older_files_keep_theirs(tmp_path: Path) -> None:
+    import sqlite3
+
+    from thisme_stac.store.sqlite import PAGE_SIZE
+
+    fresh = SQLiteStore(tmp_path / "new.sqlite")
+    fresh.upsert_items(ITEMS[:50])
+    assert fresh._conn().execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE
+    fresh.close()
+
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA page_size = 4096")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE placeholder (x)")
+    conn.close()
+    old = SQLiteStore(path)
+    result = old.upsert_items(ITEMS[:50])
+    assert result.new == 50
+    assert old._conn().execute("PRAGMA page_size").fetchone()[0] == 4096
+    assert old.count_items() == 50
+    old.close()
+
+
 @pytest.mark.parametrize(
     "op", ["t_intersects", "anyinteracts", "t_before", "t_after", "t_during", "t_disjoint"]
 )

@@ -39,6 +39,7 @@ DAY_MICROS = 86_400_000_000
 SUMMARY_FIELDS = ("thisme:site", "platform", "sat:orbit_state", "sat:relative_orbit")
 DEFAULT_SORT = (SortField("datetime", "desc"), SortField("id", "desc"))
 CHUNK = 500
+PAGE_SIZE = 16384
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS collections (
@@ -218,6 +219,9 @@ class SQLiteStore:
                 conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA busy_timeout = 30000")
             if not self.readonly:
+                # a new file only: items are ~3 KB of JSON, one per 4 KB page; 16 KB pages hold
+                # five (a fifth smaller file, ~10% less write CPU). Ignored once a file has pages.
+                conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
                 conn.execute("PRAGMA journal_mode = WAL")
                 # checkpoint (and fsync) every ~32 MB of WAL rather than every 4 MB: index pages
                 # rewritten by consecutive batches then reach the database file once
@@ -339,7 +343,8 @@ class SQLiteStore:
         for item, wkb, box in zip(items, wkbs, bounds, strict=True):
             start, end = _interval(item)
             props = item.get("properties") or {}
-            content = orjson.dumps(item).decode()
+            raw = orjson.dumps(item)
+            content = raw.decode()
             words = [
                 *(props.get("keywords") or []),
                 props.get("title") or "",
@@ -359,7 +364,7 @@ class SQLiteStore:
                     "text": " | ".join(str(w) for w in words).lower(),
                     "geometry": wkb,
                     "bounds": tuple(box),
-                    "hash": hashlib.blake2b(content.encode(), digest_size=16).digest(),
+                    "hash": hashlib.blake2b(raw, digest_size=16).digest(),
                     "content": content,
                     "props": props,
                 }
