@@ -17,7 +17,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,14 +28,13 @@ from thisme_stac.errors import RestoError, TranslationError
 from thisme_stac.resto.client import RestoClient
 from thisme_stac.resto.query import RestoQuery
 from thisme_stac.store.base import JSON, Store, UpsertResult
+from thisme_stac.store.writer import PageWriter
 from thisme_stac.translate.collection import build_collection
 from thisme_stac.translate.item import feature_to_item_dict
 
 log = logging.getLogger("thisme_stac.harvest")
 
 MAX_REPORTED_ERRORS = 50
-#: Upper bound of one store transaction when pages arrive faster than the store commits them.
-MAX_GROUP_ITEMS = 2000
 
 
 @dataclass(slots=True)
@@ -148,7 +146,7 @@ def _fewer_collections() -> Iterator[None]:
     """Run the cyclic garbage collector less often while pages stream through.
 
     Pages are trees of fresh dicts and lists without cycles; with the default threshold the
-    collector scans them many times over (~15% of a harvest's CPU). Start-up objects are frozen
+    collector scans them over and over (10-15% of a harvest's CPU). Start-up objects are frozen
     out of its scans too. The previous settings come back afterwards.
     """
     threshold = gc.get_threshold()
@@ -159,87 +157,6 @@ def _fewer_collections() -> Iterator[None]:
     finally:
         gc.set_threshold(*threshold)
         gc.unfreeze()
-
-
-class _Writer:
-    """Stores translated pages in a background thread while the next pages are translated.
-
-    One transaction at a time, in page order, each with the checkpoint of its last page. Pages
-    that arrive while a transaction runs are stored together in the next one (at most
-    ``MAX_GROUP_ITEMS`` items), so a slow store gets fewer, larger transactions and a fast one
-    commits every page. A crash leaves whole pages and the matching checkpoint.
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        key: str,
-        report: HarvestReport,
-        on_page: Callable[[PageProgress], None] | None,
-    ) -> None:
-        self.store = store
-        self.key = key
-        self.report = report
-        self.on_page = on_page
-        self._progress: PageProgress | None = None
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="thisme-store")
-        self._pending: Future[tuple[UpsertResult, int, PageProgress | None]] | None = None
-        self._items: list[JSON] = []
-        self._fetched = 0
-        self._checkpoint: str | None = None
-
-    def __enter__(self) -> _Writer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._pool.shutdown(wait=True)
-
-    def add(self, items: list[JSON], fetched: int, checkpoint: str, progress: PageProgress) -> None:
-        """Queue one page: its items, its raw feature count, the checkpoint after it."""
-        self._items.extend(items)
-        self._fetched += fetched
-        self._checkpoint = checkpoint
-        self._progress = progress
-        busy = self._pending is not None and not self._pending.done()
-        if busy and len(self._items) < MAX_GROUP_ITEMS:
-            return  # the next transaction grows while the store is busy
-        self._submit()
-
-    def flush(self) -> None:
-        """Store what is queued and wait for it."""
-        if self._checkpoint is not None:
-            self._submit()
-        self._wait()
-
-    def _submit(self) -> None:
-        self._wait()
-        items, fetched, checkpoint, progress = (
-            self._items,
-            self._fetched,
-            self._checkpoint,
-            self._progress,
-        )
-        self._items, self._fetched, self._checkpoint = [], 0, None
-        assert checkpoint is not None
-
-        def write() -> tuple[UpsertResult, int, PageProgress | None]:
-            result = self.store.upsert_items(items, checkpoint=(self.key, checkpoint))
-            return result, fetched, progress
-
-        self._pending = self._pool.submit(write)
-
-    def _wait(self) -> None:
-        if self._pending is None:
-            return
-        pending, self._pending = self._pending, None
-        result, fetched, progress = pending.result()
-        report = self.report
-        report.fetched += fetched
-        report.new += result.new
-        report.updated += result.updated
-        report.unchanged += result.unchanged
-        if self.on_page is not None and progress is not None:
-            self.on_page(PageProgress(progress.pages, report.fetched, progress.total_hint))
 
 
 class Harvester:
@@ -295,19 +212,26 @@ class Harvester:
             pages = self.client.search_pages(
                 query, limit=self.page_size, start_url=start_url, extra_params=extra
             )
-            with _Writer(self.store, key, report, on_page) as writer, _fewer_collections():
+
+            def committed(result: UpsertResult, tags: list[tuple[int, int, int | None]]) -> None:
+                """Count a committed transaction; tags = (page number, features, total hint)."""
+                report.fetched += sum(features for _, features, _ in tags)
+                report.new += result.new
+                report.updated += result.updated
+                report.unchanged += result.unchanged
+                if on_page is not None:
+                    number, _, total = tags[-1]
+                    on_page(PageProgress(number, report.fetched, total))
+
+            with PageWriter(self.store, key, committed) as writer, _fewer_collections():
                 try:
                     for page in prefetch(pages):
                         report.pages += 1
                         report.duplicates += page.duplicates
                         items = self._translate(page.features, collection, report, state)
                         state["next"] = page.next_url
-                        writer.add(
-                            items,
-                            len(page.features),
-                            orjson.dumps(state).decode(),
-                            PageProgress(report.pages, 0, page.total_results),
-                        )
+                        tag = (report.pages, len(page.features), page.total_results)
+                        writer.add(items, orjson.dumps(state).decode(), tag)
                 except RestoError:
                     writer.flush()  # the pages fetched before the error are kept
                     raise
