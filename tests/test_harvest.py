@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -21,6 +22,7 @@ from thisme_stac.resto.client import RestoClient
 from thisme_stac.resto.query import parse_urlq
 from thisme_stac.simulator import GeneratedCatalogue, SimulatorServer
 from thisme_stac.store import open_store
+from thisme_stac.store.sqlite import INDEXES
 from thisme_stac.validate import validate_item
 
 SEED = "q=%23Central-Italy&collection=SoilMoisture"
@@ -32,11 +34,14 @@ def sim() -> Iterator[SimulatorServer]:
         yield server
 
 
-def _harvest(url: str, store_path: Path, urlq: str = SEED, page_size: int = 500) -> object:
+def _harvest(
+    url: str, store_path: Path, urlq: str = SEED, page_size: int = 500, **options: Any
+) -> object:
     store = open_store(str(store_path))
     try:
         with RestoClient(url) as client:
-            return Harvester(client, store, page_size=page_size).harvest(parse_urlq(urlq))
+            harvester = Harvester(client, store, page_size=page_size, **options)
+            return harvester.harvest(parse_urlq(urlq))
     finally:
         store.close()
 
@@ -63,8 +68,13 @@ def _committed(path: Path) -> int:
         return 0
 
 
-def test_seed_query_harvest_equals_ground_truth(sim: SimulatorServer, tmp_path: Path) -> None:
-    report = _harvest(sim.url, tmp_path / "s.sqlite")
+def test_seed_query_harvest_equals_ground_truth(
+    sim: SimulatorServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a first load into an empty store: search indexes are built once at the end
+    with caplog.at_level("INFO", logger="thisme_stac.harvest"):
+        report = _harvest(sim.url, tmp_path / "s.sqlite", bulk_load_items=1)
+    assert "building the store's search indexes" in caplog.text
     truth = set(sim.catalogue.product_ids(site="Central-Italy"))
     items = _store_items(tmp_path / "s.sqlite")
     assert len(truth) > 500
@@ -75,6 +85,9 @@ def test_seed_query_harvest_equals_ground_truth(sim: SimulatorServer, tmp_path: 
     sample = orjson.loads(next(iter(items.values())))
     validate_item(sample)
     assert sample["properties"]["thisme:site"] == "Central-Italy"
+    with sqlite3.connect(tmp_path / "s.sqlite") as conn:
+        names = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert names >= set(INDEXES)
 
 
 def test_rerun_fetches_nothing_and_full_refetch_is_unchanged(

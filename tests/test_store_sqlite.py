@@ -233,6 +233,44 @@ def test_schema_1_store_is_migrated_to_the_space_time_tree(tmp_path: Path) -> No
     db.close()
 
 
+def _indexes(db: SQLiteStore) -> set[str]:
+    rows = db._conn().execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%'"
+    )
+    return {name for (name,) in rows}
+
+
+def test_deferred_indexes_only_for_an_empty_store_and_rebuilt(tmp_path: Path) -> None:
+    from thisme_stac.store.sqlite import INDEXES
+
+    path = tmp_path / "bulk.sqlite"
+    db = SQLiteStore(path)
+    assert _indexes(db) >= set(INDEXES)
+    assert db.defer_indexes() is True
+    assert not _indexes(db) & set(INDEXES)
+    db.upsert_items(ITEMS)
+    request = SearchRequest(q=["Central-Italy"], sortby=[SortField("datetime", "asc")], limit=50)
+    without = _all(db, request)
+    assert db.defer_indexes() is False  # not empty any more
+    db.ensure_indexes()
+    assert _indexes(db) >= set(INDEXES)
+    assert without
+    assert _all(db, request) == without
+    db.close()
+
+    # a load stopped before its end: the next opening for writing builds the indexes
+    db = SQLiteStore(path)
+    for name in INDEXES:
+        db._conn().execute(f"DROP INDEX {name}")
+    db.close()
+    reader = SQLiteStore(path, readonly=True)
+    assert not _indexes(reader) & set(INDEXES)
+    reader.close()
+    db = SQLiteStore(path)
+    assert _indexes(db) >= set(INDEXES)
+    db.close()
+
+
 def test_new_stores_use_16k_pages_and_older_files_keep_theirs(tmp_path: Path) -> None:
     import sqlite3
 

@@ -27,7 +27,7 @@ import orjson
 from thisme_stac.errors import RestoError, TranslationError
 from thisme_stac.resto.client import RestoClient
 from thisme_stac.resto.query import RestoQuery
-from thisme_stac.store.base import JSON, Store, UpsertResult
+from thisme_stac.store.base import JSON, DeferredIndexes, Store, UpsertResult
 from thisme_stac.store.writer import PageWriter
 from thisme_stac.translate.collection import build_collection
 from thisme_stac.translate.item import feature_to_item_dict
@@ -35,6 +35,8 @@ from thisme_stac.translate.item import feature_to_item_dict
 log = logging.getLogger("thisme_stac.harvest")
 
 MAX_REPORTED_ERRORS = 50
+#: A first harvest of at least this many items (resto's announced total) builds indexes at the end.
+BULK_LOAD_ITEMS = 100_000
 
 
 @dataclass(slots=True)
@@ -159,6 +161,35 @@ def _fewer_collections() -> Iterator[None]:
         gc.unfreeze()
 
 
+class _FirstLoad:
+    """A first load of a large catalogue into an empty store: secondary indexes come at the end.
+
+    Updating them item by item costs more than building them once when keys arrive in random
+    order (``benchmarks/harvest.py``: about a third of the CPU at 1M items, nothing to win at 20k).
+    """
+
+    def __init__(self, store: Store, min_items: int) -> None:
+        self.store = store
+        self.min_items = min_items
+        self.deferred = False
+
+    def __enter__(self) -> _FirstLoad:
+        return self
+
+    def consider(self, total_hint: int | None) -> None:
+        """Before the first write: defer the indexes if resto announces a large result."""
+        if (total_hint or 0) >= self.min_items and isinstance(self.store, DeferredIndexes):
+            self.deferred = self.store.defer_indexes()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.deferred and isinstance(self.store, DeferredIndexes):
+            log.info("building the store's search indexes")
+            try:
+                self.store.ensure_indexes()
+            except Exception as err:  # opening the store for writing builds them too
+                log.warning("search indexes not built yet: %s", err)
+
+
 class Harvester:
     """Pages through a resto search and upserts the translated items into a store."""
 
@@ -170,8 +201,10 @@ class Harvester:
         collection_id: str | None = None,
         page_size: int = 500,
         license: str = "other",
+        bulk_load_items: int = BULK_LOAD_ITEMS,
     ) -> None:
         self.client = client
+        self.bulk_load_items = bulk_load_items
         self.store = store
         self.collection_id = collection_id
         self.page_size = page_size
@@ -223,10 +256,16 @@ class Harvester:
                     number, _, total = tags[-1]
                     on_page(PageProgress(number, report.fetched, total))
 
-            with PageWriter(self.store, key, committed) as writer, _fewer_collections():
+            with (
+                _FirstLoad(self.store, self.bulk_load_items) as first_load,
+                PageWriter(self.store, key, committed) as writer,
+                _fewer_collections(),
+            ):
                 try:
                     for page in prefetch(pages):
                         report.pages += 1
+                        if report.pages == 1 and not report.resumed:
+                            first_load.consider(page.total_results)
                         report.duplicates += page.duplicates
                         items = self._translate(page.features, collection, report, state)
                         state["next"] = page.next_url

@@ -71,13 +71,19 @@ CREATE TABLE IF NOT EXISTS items (
     content TEXT NOT NULL,
     UNIQUE (collection, id)
 );
-CREATE INDEX IF NOT EXISTS items_datetime ON items (datetime, id);
-CREATE INDEX IF NOT EXISTS items_coll_datetime ON items (collection, datetime, id);
-CREATE INDEX IF NOT EXISTS items_site ON items (site, orbit_state, datetime, id);
-CREATE INDEX IF NOT EXISTS items_site_datetime ON items (site, datetime, id);
 CREATE VIRTUAL TABLE IF NOT EXISTS items_rtree USING rtree (id, minx, maxx, miny, maxy, mint, maxt);
 CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+#: Secondary indexes of the items table (the API's search paths). A first harvest into an empty
+#: store builds them once at its end (``defer_indexes``), which beats updating them item by item:
+#: their keys arrive in random order, so each page dirties a leaf per item and per index.
+INDEXES = {
+    "items_datetime": "items (datetime, id)",
+    "items_coll_datetime": "items (collection, datetime, id)",
+    "items_site": "items (site, orbit_state, datetime, id)",
+    "items_site_datetime": "items (site, datetime, id)",
+}
+SCHEMA += "".join(f"CREATE INDEX IF NOT EXISTS {n} ON {on};\n" for n, on in INDEXES.items())
 
 
 @lru_cache(maxsize=64)
@@ -198,6 +204,8 @@ class SQLiteStore:
                         _migrate_1_to_2(conn)
                     conn.executescript(SCHEMA)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if not readonly:
+                self.ensure_indexes()  # after a first harvest that was stopped before its end
         except sqlite3.DatabaseError as err:
             self.close()
             raise StoreError(f"{self.path} is not a thisme-stac SQLite store ({err})") from None
@@ -251,6 +259,35 @@ class SQLiteStore:
         if self.readonly:
             raise StoreError(f"store {self.path} is open read-only")
         return _Transaction(self._conn(), self._write_lock)
+
+    # --- bulk loading ------------------------------------------------------------------------
+    def defer_indexes(self) -> bool:
+        """Drop the secondary indexes if the store holds no item yet (True if it did so).
+
+        ``ensure_indexes`` builds them again; opening the store for writing does too, so a
+        stopped load never leaves a store without them for long. Searches stay correct meanwhile.
+        """
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM items LIMIT 1").fetchone() is not None:
+                return False
+            for name in INDEXES:
+                conn.execute(f"DROP INDEX IF EXISTS {name}")
+        return True
+
+    def ensure_indexes(self) -> None:
+        """Create the secondary indexes that are missing (one sort per index)."""
+        conn = self._conn()
+        present = {
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'items'"
+            )
+        }
+        if present.issuperset(INDEXES):
+            return
+        with self._write() as conn:
+            for name, on in INDEXES.items():
+                conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {on}")
 
     # --- collections -------------------------------------------------------------------------
     def upsert_collection(self, collection: JSON) -> None:
