@@ -71,8 +71,9 @@ def worker(url: str, store: str, page_size: int) -> None:
             )
     finally:
         db.close()
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({**report.to_dict(), "peak_rss_mb": peak_kb / 1024}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime
+    print(json.dumps({**report.to_dict(), "peak_rss_mb": usage.ru_maxrss / 1024, "cpu": cpu}))
 
 
 POSTGRES = os.environ.get("THISME_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
@@ -185,6 +186,16 @@ def run_writes(size: str, ndjson: Path, page_size: int, repeat: int) -> dict[str
     return result
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
 def run_size(size: str, workdir: Path, page_size: int, store_kind: str) -> dict[str, object]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -211,15 +222,19 @@ def run_size(size: str, workdir: Path, page_size: int, store_kind: str) -> dict[
             store = workdir / f"harvest-{size}.sqlite"
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{store}{suffix}").unlink(missing_ok=True)
+        sim_cpu = _cpu_seconds(sim.pid)
+        load = _load()
         out = subprocess.run(
             [sys.executable, __file__, "--worker", url, str(store), str(page_size)],
             capture_output=True,
             check=True,
         )
         result: dict[str, object] = json.loads(out.stdout.decode().strip().splitlines()[-1])
+        result["sim_cpu"] = _cpu_seconds(sim.pid) - sim_cpu
         result["size"] = size
         result["store"] = store_kind
         result["store_url"] = str(store)
+        result["load"] = load
         return result
     finally:
         sim.terminate()
@@ -231,9 +246,10 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["thisme", "1m"])
     parser.add_argument("--page-size", type=int, default=500)
     parser.add_argument("--stores", nargs="+", default=["sqlite"], choices=["sqlite", "pgstac"])
+    parser.add_argument("--repeat", type=int, default=1, help="Runs per size (all are printed).")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument(
-        "--repeat", type=int, default=3, help="pgstac write / pypgstac load pairs (medians)"
+        "--write-repeat", type=int, default=3, help="pgstac write / pypgstac load pairs (medians)"
     )
     parser.add_argument("--worker", nargs=3, metavar=("URL", "STORE", "PAGE_SIZE"))
     parser.add_argument("--write-worker", nargs=4, metavar=("KIND", "URL", "NDJSON", "PAGE_SIZE"))
@@ -248,17 +264,21 @@ def main() -> None:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="thisme-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     rows = [
-        run_size(size, workdir, args.page_size, kind) for size in args.sizes for kind in args.stores
+        run_size(size, workdir, args.page_size, kind)
+        for size in args.sizes
+        for kind in args.stores
+        for _ in range(args.repeat)
     ]
     writes = []
     for row in rows:
-        if row["store"] == "pgstac":
+        if row["store"] == "pgstac" and all(w["size"] != row["size"] for w in writes):
             ndjson = workdir / f"items-{row['size']}.ndjson"
             export_ndjson(str(row["store_url"]), ndjson)
-            writes.append(run_writes(str(row["size"]), ndjson, args.page_size, args.repeat))
+            writes.append(run_writes(str(row["size"]), ndjson, args.page_size, args.write_repeat))
     header = (
         f"{'catalogue':>10} {'store':>7} {'items':>10} {'seconds':>8} {'items/s':>9} "
-        f"{'anchor items/s':>15} {'target':>8} {'peak RSS MB':>12} {'RSS target':>10}"
+        f"{'anchor items/s':>15} {'target':>8} {'peak RSS MB':>12} {'RSS target':>10} "
+        f"{'harvester CPU s':>15} {'simulator CPU s':>15}  load (1/5/15 min)"
     )
     print(header)
     print("-" * len(header))
@@ -266,8 +286,13 @@ def main() -> None:
         print(
             f"{row['size']!s:>10} {row['store']!s:>7} {row['fetched']:>10,} {row['seconds']:>8.1f} "
             f"{row['items_per_second']:>9,.0f} {ANCHOR:>15} {'>=' + str(TARGET_RATE):>8} "
-            f"{row['peak_rss_mb']:>12.0f} {'<' + str(TARGET_RSS_MB):>10}"
+            f"{row['peak_rss_mb']:>12.0f} {'<' + str(TARGET_RSS_MB):>10} "
+            f"{row['cpu']:>15.1f} {row['sim_cpu']:>15.1f}  {row['load']}"
         )
+    print(
+        "CPU columns: user+system seconds of each process during the harvest (the harvester's "
+        "include its start-up); the two processes share the machine's cores."
+    )
     if writes:
         print()
         header = (

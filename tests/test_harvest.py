@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -25,6 +27,7 @@ from thisme_stac.resto.client import RestoClient
 from thisme_stac.resto.query import parse_urlq
 from thisme_stac.simulator import GeneratedCatalogue, SimulatorServer
 from thisme_stac.store import Store, open_store
+from thisme_stac.store.sqlite import INDEXES
 from thisme_stac.validate import validate_item
 
 SEED = "q=%23Central-Italy&collection=SoilMoisture"
@@ -68,12 +71,15 @@ def stores(store_kind: tuple[str, str | None], tmp_path: Path) -> Iterator[Store
         yield Stores(*store_kind, tmp_path, stack)
 
 
-def _harvest(url: str, target: str | Store, urlq: str = SEED, page_size: int = 500) -> object:
+def _harvest(
+    url: str, target: str | Store, urlq: str = SEED, page_size: int = 500, **options: Any
+) -> object:
     """Harvest into a store given as a path or URL (opened and closed here) or as a store."""
     store = open_store(target) if isinstance(target, str) else target
     try:
         with RestoClient(url) as client:
-            return Harvester(client, store, page_size=page_size).harvest(parse_urlq(urlq))
+            harvester = Harvester(client, store, page_size=page_size, **options)
+            return harvester.harvest(parse_urlq(urlq))
     finally:
         if isinstance(target, str):
             store.close()
@@ -90,9 +96,14 @@ def _store_items(store_url: str) -> dict[str, bytes]:
         store.close()
 
 
-def test_seed_query_harvest_equals_ground_truth(sim: SimulatorServer, stores: Stores) -> None:
+def test_seed_query_harvest_equals_ground_truth(
+    sim: SimulatorServer, stores: Stores, caplog: pytest.LogCaptureFixture
+) -> None:
     target = stores.new("s")
-    report = _harvest(sim.url, target)
+    # a first load into an empty store: SQLite builds its search indexes once at the end
+    with caplog.at_level("INFO", logger="thisme_stac.harvest"):
+        report = _harvest(sim.url, target, bulk_load_items=1)
+    assert ("building the store's search indexes" in caplog.text) == (stores.kind == "sqlite")
     truth = set(sim.catalogue.product_ids(site="Central-Italy"))
     items = _store_items(target)
     assert len(truth) > 500
@@ -103,6 +114,11 @@ def test_seed_query_harvest_equals_ground_truth(sim: SimulatorServer, stores: St
     sample = orjson.loads(next(iter(items.values())))
     validate_item(sample)
     assert sample["properties"]["thisme:site"] == "Central-Italy"
+    if stores.kind == "sqlite":
+        with sqlite3.connect(target) as conn:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type='index'")
+            names = {n for (n,) in rows}
+        assert names >= set(INDEXES)
 
 
 def test_rerun_fetches_nothing_and_full_refetch_is_unchanged(

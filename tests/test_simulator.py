@@ -6,17 +6,22 @@ import io
 import itertools
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 import rasterio
 
 from tests.conftest import RESTO5_CAPTURED, RESTO5_INGEST
 from thisme_stac.simulator import GeneratedCatalogue, SimulatorServer, soil_moisture_field
+from thisme_stac.simulator.catalogue import RESTO_NAMESPACE
+from thisme_stac.simulator.render import uuid5_text
+from thisme_stac.simulator.server import Resto, _Options
 from thisme_stac.simulator.sites import SITES
 
 PID_RE = re.compile(r"^SM_[A-Za-z0-9]+_\d{8}T\d{6}_S1[ABC]_R\d{3}$")
@@ -272,3 +277,23 @@ def test_opensearch_description(sim: SimulatorServer) -> None:
     ns = {"os": "http://a9.com/-/spec/opensearch/1.1/"}
     assert root.findtext("os:ShortName", namespaces=ns) == "SoilMoisture"
     assert get(sim, "/services/osdd/Unknown").status_code == 404
+
+
+@pytest.mark.parametrize("size", ["thisme", "1m", "fixtures"])
+def test_page_rendering_equals_the_feature_documents(size: str) -> None:
+    catalogue = GeneratedCatalogue(size=size)
+    resto = Resto(catalogue, _Options())
+    step = max(1, len(catalogue) // 3000)
+    positions = np.arange(0, len(catalogue), step, dtype=np.int64)
+    for base in ("http://127.0.0.1:5252", "http://localhost:80/api"):
+        for with_sort in (True, False):
+            rendered = resto.pages.features(positions, base, with_sort=with_sort)
+            expected = [
+                orjson.dumps(resto.feature(int(p), base, with_sort=with_sort)) for p in positions
+            ]
+            assert rendered == expected
+
+
+def test_uuid5_text_matches_the_uuid_module() -> None:
+    for name in ("SM_CentralItaly_20200103T170619_S1A_R117", "", "é#x"):
+        assert uuid5_text(name) == str(uuid.uuid5(RESTO_NAMESPACE, name))

@@ -233,6 +233,68 @@ def test_schema_1_store_is_migrated_to_the_space_time_tree(tmp_path: Path) -> No
     db.close()
 
 
+def _indexes(db: SQLiteStore) -> set[str]:
+    rows = db._conn().execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%'"
+    )
+    return {name for (name,) in rows}
+
+
+def test_deferred_indexes_only_for_an_empty_store_and_rebuilt(tmp_path: Path) -> None:
+    from thisme_stac.store.sqlite import INDEXES
+
+    path = tmp_path / "bulk.sqlite"
+    db = SQLiteStore(path)
+    assert _indexes(db) >= set(INDEXES)
+    assert db.defer_indexes() is True
+    assert not _indexes(db) & set(INDEXES)
+    db.upsert_items(ITEMS)
+    request = SearchRequest(q=["Central-Italy"], sortby=[SortField("datetime", "asc")], limit=50)
+    without = _all(db, request)
+    assert db.defer_indexes() is False  # not empty any more
+    db.ensure_indexes()
+    assert _indexes(db) >= set(INDEXES)
+    assert without
+    assert _all(db, request) == without
+    db.close()
+
+    # a load stopped before its end: the next opening for writing builds the indexes
+    db = SQLiteStore(path)
+    for name in INDEXES:
+        db._conn().execute(f"DROP INDEX {name}")
+    db.close()
+    reader = SQLiteStore(path, readonly=True)
+    assert not _indexes(reader) & set(INDEXES)
+    reader.close()
+    db = SQLiteStore(path)
+    assert _indexes(db) >= set(INDEXES)
+    db.close()
+
+
+def test_new_stores_use_16k_pages_and_older_files_keep_theirs(tmp_path: Path) -> None:
+    import sqlite3
+
+    from thisme_stac.store.sqlite import PAGE_SIZE
+
+    fresh = SQLiteStore(tmp_path / "new.sqlite")
+    fresh.upsert_items(ITEMS[:50])
+    assert fresh._conn().execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE
+    fresh.close()
+
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA page_size = 4096")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE placeholder (x)")
+    conn.close()
+    old = SQLiteStore(path)
+    result = old.upsert_items(ITEMS[:50])
+    assert result.new == 50
+    assert old._conn().execute("PRAGMA page_size").fetchone()[0] == 4096
+    assert old.count_items() == 50
+    old.close()
+
+
 @pytest.mark.parametrize(
     "op", ["t_intersects", "anyinteracts", "t_before", "t_after", "t_during", "t_disjoint"]
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,12 @@ from hypothesis import strategies as st
 
 from thisme_stac.errors import TranslationError
 from thisme_stac.translate.collection import build_collection
-from thisme_stac.translate.item import feature_to_item, feature_to_item_dict, multihash
+from thisme_stac.translate.item import (
+    feature_to_item,
+    feature_to_item_dict,
+    format_datetime,
+    multihash,
+)
 from thisme_stac.validate import ValidationError, validate, validation_errors
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,3 +210,19 @@ def test_validation_rejects_bad_objects() -> None:
         validate(item)
     item["stac_extensions"].append("https://example.invalid/unknown/v1.0.0/schema.json")
     assert any("no offline schema" in e for e in validation_errors(item))
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 30), timezones=st.timezones()
+    )
+)
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_format_datetime_is_rfc3339_utc(value: datetime) -> None:
+    text = format_datetime(value)
+    utc = value.astimezone(UTC)
+    expected = f"{utc.year:04d}" + utc.strftime("-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        expected += f".{utc.microsecond:06d}"
+    assert text == expected + "Z"
+    assert datetime.fromisoformat(text) == utc

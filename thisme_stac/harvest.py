@@ -11,11 +11,13 @@ An incremental run asks resto for ``updated >= hwm + 1 µs`` only (resto 5 ``upd
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -25,7 +27,8 @@ import orjson
 from thisme_stac.errors import RestoError, TranslationError
 from thisme_stac.resto.client import RestoClient
 from thisme_stac.resto.query import RestoQuery
-from thisme_stac.store.base import JSON, Store
+from thisme_stac.store.base import JSON, DeferredIndexes, Store, UpsertResult
+from thisme_stac.store.writer import PageWriter
 from thisme_stac.translate.collection import build_collection
 from thisme_stac.translate.item import feature_to_item_dict
 
@@ -35,6 +38,8 @@ MAX_REPORTED_ERRORS = 50
 #: ``updated`` values beyond now + this are not trusted as the incremental mark: one would stop
 #: every later incremental run from asking for anything
 FUTURE_TOLERANCE = timedelta(days=1)
+#: A first harvest of at least this many items (resto's announced total) builds indexes at the end.
+BULK_LOAD_ITEMS = 100_000
 
 
 @dataclass(slots=True)
@@ -142,6 +147,53 @@ def _resto_time(value: datetime) -> str:
     return f"{value.year:04d}-{value:%m-%dT%H:%M:%S.%fZ}"  # %Y does not pad years < 1000
 
 
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Run the cyclic garbage collector less often while pages stream through.
+
+    Pages are trees of fresh dicts and lists without cycles; with the default threshold the
+    collector scans them over and over (10-15% of a harvest's CPU). Start-up objects are frozen
+    out of its scans too. The previous settings come back afterwards.
+    """
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(threshold[0], 50_000), *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+
+
+class _FirstLoad:
+    """A first load of a large catalogue into an empty store: secondary indexes come at the end.
+
+    Updating them item by item costs more than building them once when keys arrive in random
+    order (``benchmarks/harvest.py``: about a third of the CPU at 1M items, nothing to win at 20k).
+    """
+
+    def __init__(self, store: Store, min_items: int) -> None:
+        self.store = store
+        self.min_items = min_items
+        self.deferred = False
+
+    def __enter__(self) -> _FirstLoad:
+        return self
+
+    def consider(self, total_hint: int | None) -> None:
+        """Before the first write: defer the indexes if resto announces a large result."""
+        if (total_hint or 0) >= self.min_items and isinstance(self.store, DeferredIndexes):
+            self.deferred = self.store.defer_indexes()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.deferred and isinstance(self.store, DeferredIndexes):
+            log.info("building the store's search indexes")
+            try:
+                self.store.ensure_indexes()
+            except Exception as err:  # opening the store for writing builds them too
+                log.warning("search indexes not built yet: %s", err)
+
+
 class Harvester:
     """Pages through a resto search and upserts the translated items into a store."""
 
@@ -153,8 +205,10 @@ class Harvester:
         collection_id: str | None = None,
         page_size: int = 500,
         license: str = "other",
+        bulk_load_items: int = BULK_LOAD_ITEMS,
     ) -> None:
         self.client = client
+        self.bulk_load_items = bulk_load_items
         self.store = store
         self.collection_id = collection_id
         self.page_size = page_size
@@ -195,21 +249,38 @@ class Harvester:
             pages = self.client.search_pages(
                 query, limit=self.page_size, start_url=start_url, extra_params=extra
             )
-            for page in prefetch(pages):
-                report.pages += 1
-                report.duplicates += page.duplicates
-                self._reject(page.rejected, report)
-                items = self._translate(page.features, collection, report, state)
-                state["next"] = page.next_url
-                result = self.store.upsert_items(
-                    items, checkpoint=(key, orjson.dumps(state).decode())
-                )
-                report.fetched += len(page.features) + len(page.rejected)
+
+            def committed(result: UpsertResult, tags: list[tuple[int, int, int | None]]) -> None:
+                """Count a committed transaction; tags = (page number, features, total hint)."""
+                report.fetched += sum(features for _, features, _ in tags)
                 report.new += result.new
                 report.updated += result.updated
                 report.unchanged += result.unchanged
                 if on_page is not None:
-                    on_page(PageProgress(report.pages, report.fetched, page.total_results))
+                    number, _, total = tags[-1]
+                    on_page(PageProgress(number, report.fetched, total))
+
+            with (
+                _FirstLoad(self.store, self.bulk_load_items) as first_load,
+                PageWriter(self.store, key, committed) as writer,
+                _fewer_collections(),
+            ):
+                try:
+                    for page in prefetch(pages):
+                        report.pages += 1
+                        if report.pages == 1 and not report.resumed:
+                            first_load.consider(page.total_results)
+                        report.duplicates += page.duplicates
+                        self._reject(page.rejected, report)
+                        items = self._translate(page.features, collection, report, state)
+                        state["next"] = page.next_url
+                        fetched = len(page.features) + len(page.rejected)
+                        tag = (report.pages, fetched, page.total_results)
+                        writer.add(items, orjson.dumps(state).decode(), tag)
+                except RestoError:
+                    writer.flush()  # the pages fetched before the error are kept
+                    raise
+                writer.flush()
         except RestoError as err:
             report.error = str(err)
             report.failed += 1

@@ -46,6 +46,8 @@ from thisme_stac.simulator.faults import (
     shift_size,
 )
 from thisme_stac.simulator.geotiff import geotiff_bytes
+from thisme_stac.simulator.render import PageRenderer
+from thisme_stac.simulator.sites import Site
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 500
@@ -115,6 +117,7 @@ class Resto:
     def __init__(self, catalogue: GeneratedCatalogue, options: _Options) -> None:
         self.catalogue = catalogue
         self.options = options
+        self.pages = PageRenderer(catalogue, self._feature_doc)
         self._files: OrderedDict[int, bytes] = OrderedDict()
         self._files_lock = threading.Lock()
 
@@ -203,10 +206,23 @@ class Resto:
 
     def feature(self, pos: int, base: str, *, with_sort: bool) -> dict[str, Any]:
         rec = self.catalogue.record(pos)
-        site = rec["site"]
-        west, south, east, north = site.bbox
-        start = iso(rec["start"])
         day = datetime.fromtimestamp(rec["start"], tz=UTC)
+        fields = {
+            **rec,
+            "start": iso(rec["start"]),
+            "year": str(day.year),
+            "month": f"{day.month:02d}",
+            "day": f"{day.day:02d}",
+            "sort_idx": str(rec["sort_idx"]),
+        }
+        return self._feature_doc(rec["site"], fields, base, with_sort)
+
+    def _feature_doc(
+        self, site: Site, rec: dict[str, Any], base: str, with_sort: bool
+    ) -> dict[str, Any]:
+        """A feature from its site and per-feature values (``render.FIELDS``, as text)."""
+        west, south, east, north = site.bbox
+        start = rec["start"]
         fid = rec["uuid"]
         media = "application/zip" if self.catalogue.recorded_shape else GEOTIFF
         x0, y0 = _mercator(west, south)
@@ -248,9 +264,9 @@ class Resto:
                 *CONSTANT_TAGS[:3],
                 f"platform:{rec['platform']}",
                 CONSTANT_TAGS[3],
-                f"year:{day.year}",
-                f"month:{day.month:02d}",
-                f"day:{day.day:02d}",
+                f"year:{rec['year']}",
+                f"month:{rec['month']}",
+                f"day:{rec['day']}",
             ],
             "likes": 0,
             "comments": 0,
@@ -259,7 +275,7 @@ class Resto:
             "bbox3857": f"{x0:.7f},{y0:.7f},{x1:.7f},{y1:.7f}",
         }
         if with_sort:
-            props["sort_idx"] = str(rec["sort_idx"])
+            props["sort_idx"] = rec["sort_idx"]
         if not self.catalogue.recorded_shape:
             # THISME-plausible extras of the simulator (not in the recorded capture)
             extras = {
@@ -426,8 +442,11 @@ class Resto:
                 values = self.catalogue.sort_values(window)
                 window = window[values > int(params["gt"])]
         page = window[offset : offset + limit]
-        features = [self.feature(int(p), base, with_sort=True) for p in page]
-        return self._collection(base, route, pairs, collection, features, total, offset, limit)
+        features = [orjson.Fragment(f) for f in self.pages.features(page, base, with_sort=True)]
+        cursors = self.catalogue.sort_values(page[[0, -1]]).tolist() if len(page) else []
+        return self._collection(
+            base, route, pairs, collection, features, total, offset, limit, cursors
+        )
 
     def _collection(
         self,
@@ -435,11 +454,13 @@ class Resto:
         route: str,
         pairs: list[tuple[str, str]],
         collection: str | None,
-        features: list[dict[str, Any]],
+        features: list[orjson.Fragment],
         total: int,
         offset: int,
         limit: int,
+        cursors: list[int],
     ) -> dict[str, Any]:
+        """The page around ``features``; ``cursors`` = sort values of its first and last."""
         echo = [(k, v) for k, v in pairs if k != "collection" or not route.startswith("/coll")]
         in_path = route.startswith("/collections/")
 
@@ -465,13 +486,13 @@ class Resto:
                     (k, str(int(page_param) - 1) if k == "page" else v) for k, v in without_cursor
                 ]
             else:
-                previous = [*without_cursor, ("gt", features[0]["properties"]["sort_idx"])]
+                previous = [*without_cursor, ("gt", str(cursors[0]))]
             links.append({"rel": "previous", "type": "application/json", "href": href(previous)})
         if has_cursor or (features and page_param and int(page_param) > 1):
             first = [(k, "1" if k == "page" else v) for k, v in without_cursor]
             links.append({"rel": "first", "type": "application/json", "href": href(first)})
         if features and len(features) >= limit:
-            nxt = [*without_cursor, ("lt", features[-1]["properties"]["sort_idx"])]
+            nxt = [*without_cursor, ("lt", str(cursors[-1]))]
             links.append({"rel": "next", "type": "application/json", "href": href(nxt)})
         inputs = dict(echo)
         if collection is not None:

@@ -113,3 +113,16 @@ class Store(Protocol):
     def set_checkpoint(self, key: str, value: str | None) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class DeferredIndexes(Protocol):
+    """Optional store capability: build secondary indexes once after a first bulk load."""
+
+    def defer_indexes(self) -> bool:
+        """Drop the secondary indexes if the store is empty; True if it did."""
+        ...
+
+    def ensure_indexes(self) -> None:
+        """Create whichever secondary indexes are missing."""
+        ...

@@ -19,6 +19,10 @@ GEOMETRY_TYPES = frozenset(
     {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon"}
 )
 _EXTENSIONS = list(c.ITEM_EXTENSIONS)
+#: isinstance() tuples: the concrete type first, so JSON input skips the slower ABC check
+_MAP = (dict, Mapping)
+_SEQ = (list, tuple)
+_NUM = (int, float)
 
 
 def _list(value: Any) -> list[Any]:
@@ -33,11 +37,8 @@ def _label(feature: Mapping[str, Any], props: Mapping[str, Any]) -> str:
 
 def format_datetime(value: datetime) -> str:
     """RFC 3339 in UTC with ``Z``; microseconds only when not zero."""
-    value = value.astimezone(UTC)
-    text = f"{value.year:04d}-{value:%m-%dT%H:%M:%S}"  # %Y does not pad years < 1000
-    if value.microsecond:
-        text += f".{value.microsecond:06d}"
-    return text + "Z"
+    # isoformat() pads the year to 4 digits and writes .ffffff only when it is not zero
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
 
 
 def _datetime(value: Any, name: str, label: str, *, required: bool) -> datetime | None:
@@ -55,7 +56,7 @@ def _datetime(value: Any, name: str, label: str, *, required: bool) -> datetime 
 
 
 def _check_position(pos: Any, bounds: list[float], label: str) -> None:
-    if not isinstance(pos, list | tuple) or len(pos) not in (2, 3):
+    if not isinstance(pos, _SEQ) or len(pos) not in (2, 3):
         raise TranslationError(f"{label}: invalid position in geometry")
     if any(type(v) not in (int, float) for v in pos):
         raise TranslationError(f"{label}: non-numeric coordinate in geometry")
@@ -78,7 +79,7 @@ def _walk_positions(coords: Any, depth: int, bounds: list[float], label: str) ->
     if depth == 0:
         _check_position(coords, bounds, label)
         return
-    if not isinstance(coords, list | tuple) or not coords:
+    if not isinstance(coords, _SEQ) or not coords:
         raise TranslationError(f"{label}: empty or malformed geometry coordinates")
     if depth == 1:
         for pos in coords:
@@ -100,7 +101,7 @@ def _dimensions(coords: Any, depth: int) -> set[int]:
 
 def _geometry(geometry: Any, label: str) -> tuple[dict[str, Any], list[float]]:
     """Check a GeoJSON geometry and return it with its bbox; nothing is repaired."""
-    if not isinstance(geometry, Mapping):
+    if not isinstance(geometry, _MAP):
         raise TranslationError(f"{label}: missing geometry")
     kind = geometry.get("type")
     if kind not in GEOMETRY_TYPES:
@@ -131,11 +132,11 @@ def site_of(props: Mapping[str, Any]) -> str | None:
     if isinstance(tags, list):
         candidates += [t for t in tags if isinstance(t, str)]
     keywords = props.get("keywords")
-    if isinstance(keywords, Mapping):  # resto 2: {hash: {name, type}}
+    if isinstance(keywords, _MAP):  # resto 2: {hash: {name, type}}
         candidates += [
             str(k["name"])
             for k in keywords.values()
-            if isinstance(k, Mapping) and k.get("type") == "hashtag" and k.get("name")
+            if isinstance(k, _MAP) and k.get("type") == "hashtag" and k.get("name")
         ]
     for tag in candidates:
         if ":" not in tag and tag.lower() not in c.GENERIC_TAGS and tag != props.get("collection"):
@@ -146,10 +147,10 @@ def site_of(props: Mapping[str, Any]) -> str | None:
 def _download(feature: Mapping[str, Any], props: Mapping[str, Any]) -> dict[str, Any] | None:
     """The product link: resto 5 links[rel=download], resto 2 services.download, resto 6 assets."""
     for link in _list(props.get("links")) + _list(feature.get("links")):
-        if isinstance(link, Mapping) and link.get("rel") == "download" and link.get("href"):
+        if isinstance(link, _MAP) and link.get("rel") == "download" and link.get("href"):
             return {"href": str(link["href"]), "type": link.get("type")}
     services = props.get("services")
-    if isinstance(services, Mapping) and isinstance(services.get("download"), Mapping):
+    if isinstance(services, _MAP) and isinstance(services.get("download"), _MAP):
         dl = services["download"]
         if dl.get("url"):
             return {
@@ -159,10 +160,10 @@ def _download(feature: Mapping[str, Any], props: Mapping[str, Any]) -> dict[str,
                 "checksum": dl.get("checksum"),
             }
     assets = feature.get("assets")
-    if isinstance(assets, Mapping):
+    if isinstance(assets, _MAP):
         for key in ("download", "data"):
             asset = assets.get(key)
-            if isinstance(asset, Mapping) and asset.get("href"):
+            if isinstance(asset, _MAP) and asset.get("href"):
                 return {
                     "href": str(asset["href"]),
                     "type": asset.get("type"),
@@ -246,7 +247,7 @@ def _links(feature: Mapping[str, Any], props: Mapping[str, Any]) -> list[dict[st
         {"rel": "collection", "href": "../collection.json", "type": c.JSON}
     ]
     for link in _list(props.get("links")):
-        if not isinstance(link, Mapping) or not link.get("href"):
+        if not isinstance(link, _MAP) or not link.get("href"):
             continue
         rel = link.get("rel")
         if rel == "self":
@@ -288,28 +289,22 @@ def feature_to_item_dict(
     feature: Mapping[str, Any], *, collection_id: str = c.COLLECTION_ID
 ) -> dict[str, Any]:
     """Translate one resto feature into a STAC Item dict (fast path, no pystac objects)."""
-    if not isinstance(feature, Mapping):
+    if not isinstance(feature, _MAP):
         raise TranslationError("feature is not a JSON object")
     props = feature.get("properties")
-    if not isinstance(props, Mapping):
+    if not isinstance(props, _MAP):
         props = {}
     label = _label(feature, props)
     pid = props.get("productIdentifier") or feature.get("id")
     if not isinstance(pid, str) or not pid.strip() or len(pid) > 512:
         raise TranslationError(f"{label}: missing productIdentifier and id")
     geometry, bbox = _geometry(feature.get("geometry"), label)
-    start = _datetime(
-        props.get("startDate") or props.get("start_datetime") or props.get("datetime"),
-        "startDate",
-        label,
-        required=True,
-    )
-    end = _datetime(
-        props.get("completionDate") or props.get("end_datetime"),
-        "completionDate",
-        label,
-        required=False,
-    )
+    start_raw = props.get("startDate") or props.get("start_datetime") or props.get("datetime")
+    end_raw = props.get("completionDate") or props.get("end_datetime")
+    start = _datetime(start_raw, "startDate", label, required=True)
+    # resto repeats startDate as completionDate (and published as updated): parse once
+    same = end_raw is not None and end_raw == start_raw
+    end = start if same else _datetime(end_raw, "completionDate", label, required=False)
     assert start is not None
     if end is not None and end < start:
         raise TranslationError(f"{label}: completionDate is before startDate")
@@ -318,10 +313,15 @@ def feature_to_item_dict(
     if end is not None and end != start:
         out["start_datetime"] = out["datetime"]
         out["end_datetime"] = format_datetime(end)
+    formatted: dict[str, str] = {}
     for source, target in (("published", "created"), ("updated", "updated")):
-        value = _datetime(props.get(source), source, label, required=False)
+        raw = props.get(source)
+        if isinstance(raw, str) and raw in formatted:
+            out[target] = formatted[raw]
+            continue
+        value = _datetime(raw, source, label, required=False)
         if value is not None:
-            out[target] = format_datetime(value)
+            out[target] = formatted[str(raw)] = format_datetime(value)
     title = props.get("title")
     out["title"] = str(title) if title else pid
     description = props.get("description")
@@ -339,7 +339,7 @@ def feature_to_item_dict(
     if props.get("productType"):
         out["thisme:product_type"] = str(props["productType"])
     resolution = props.get("resolution")
-    if isinstance(resolution, int | float) and not isinstance(resolution, bool) and resolution > 0:
+    if isinstance(resolution, _NUM) and not isinstance(resolution, bool) and resolution > 0:
         out["gsd"] = float(resolution)
     site = site_of(props)
     if site:
