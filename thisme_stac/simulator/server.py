@@ -382,11 +382,18 @@ class Resto:
         )
 
     def search(
-        self, base: str, route: str, pairs: list[tuple[str, str]], *, shift: float | None = None
+        self,
+        base: str,
+        route: str,
+        pairs: list[tuple[str, str]],
+        *,
+        shift: float | None = None,
+        stats: dict[str, int] | None = None,
     ) -> dict[str, Any]:
         """One search page: ``route`` is the path without suffix, e.g. ``/features``.
 
-        ``shift`` (fault injection) starts a cursor page up to limit-1 items before its cursor.
+        ``shift`` (fault injection) starts a cursor page up to limit-1 items before its cursor;
+        ``stats["repeated"]`` then tells how many of the page's items sit before that cursor.
         """
         params = dict(pairs)
         if route.startswith("/collections/"):
@@ -442,6 +449,9 @@ class Resto:
                 values = self.catalogue.sort_values(window)
                 window = window[values > int(params["gt"])]
         page = window[offset : offset + limit]
+        if stats is not None and "lt" in params:
+            before = self.catalogue.sort_values(page) >= int(params["lt"])
+            stats["repeated"] = int(before.sum())
         features = [orjson.Fragment(f) for f in self.pages.features(page, base, with_sort=True)]
         cursors = self.catalogue.sort_values(page[[0, -1]]).tolist() if len(page) else []
         return self._collection(
@@ -703,14 +713,10 @@ class _Handler(BaseHTTPRequestHandler):
         )
         if match:
             plan = self._plan
-            body = resto.search(base, match.group(1), pairs, shift=plan.shift)
+            stats: dict[str, int] = {}
+            body = resto.search(base, match.group(1), pairs, shift=plan.shift, stats=stats)
             if plan.shift is not None and not plan.garbled:
-                cursor = int(dict(pairs)["lt"]) if "lt" in dict(pairs) else None
-                repeated = sum(
-                    cursor is not None and int(f["properties"]["sort_idx"]) >= cursor
-                    for f in body["features"]
-                )
-                self.server.faults.count("duplicates", repeated)
+                self.server.faults.count("duplicates", stats.get("repeated", 0))
                 self.server.faults.count("shift")
             if plan.duplicate is not None:
                 copies = duplicate_features(body["features"], plan.duplicate)
