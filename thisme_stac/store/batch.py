@@ -11,15 +11,21 @@ from thisme_stac.store.base import JSON
 from thisme_stac.store.cql2sql import InvalidQuery
 
 
+def item_key(item: JSON) -> tuple[str, str]:
+    """An item's (id, collection), both non-empty strings; InvalidQuery otherwise."""
+    item_id, collection = item.get("id"), item.get("collection")
+    if not isinstance(item_id, str) or not item_id:
+        raise InvalidQuery("an item needs a string id")
+    if not isinstance(collection, str) or not collection:
+        raise InvalidQuery(f"item {item_id!r} has no collection")
+    return item_id, collection
+
+
 def item_geometries(items: list[JSON]) -> list[Any]:
     """Each item's shapely geometry (one vectorised parse); InvalidQuery names a bad item."""
     texts: list[str] = []
     for item in items:
-        item_id, collection = item.get("id"), item.get("collection")
-        if not isinstance(item_id, str) or not item_id:
-            raise InvalidQuery("an item needs a string id")
-        if not isinstance(collection, str) or not collection:
-            raise InvalidQuery(f"item {item_id!r} has no collection")
+        item_id, _ = item_key(item)
         geometry = item.get("geometry")
         if not isinstance(geometry, dict):
             raise InvalidQuery(f"item {item_id!r} has no geometry")

@@ -23,7 +23,7 @@ from hydraters import dehydrate
 from psycopg import sql
 
 from thisme_stac.store.base import JSON, UpsertResult
-from thisme_stac.store.batch import item_geometries, time_span
+from thisme_stac.store.batch import item_geometries, item_key, time_span
 from thisme_stac.store.cql2sql import InvalidQuery
 
 #: The schema holding what pgstac has no place for; pgstac's own objects stay in ``pgstac``.
@@ -91,11 +91,7 @@ def prepare_rows(items: list[JSON]) -> list[Row]:
     it. Geometries are checked as the items are copied: a bad one aborts the transaction."""
     rows: list[Row] = []
     for item in items:
-        item_id, collection = item.get("id"), item.get("collection")
-        if not isinstance(item_id, str) or not item_id:
-            raise InvalidQuery("an item needs a string id")
-        if not isinstance(collection, str) or not collection:
-            raise InvalidQuery(f"item {item_id!r} has no collection")
+        item_id, collection = item_key(item)
         start_text, end_text = time_span(item)
         start, end = parse_time(start_text), parse_time(end_text)
         if start > end:
