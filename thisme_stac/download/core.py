@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import email.utils
 import functools
 import logging
 import netrc
@@ -41,7 +40,7 @@ from thisme_stac import __version__
 from thisme_stac.download.layout import DEFAULT_LAYOUT, check_layout, local_path
 from thisme_stac.download.verify import Digests, Expected, check_file, expected_for, problem
 from thisme_stac.errors import ChecksumMismatch, ConfigError, DownloadError
-from thisme_stac.resto.client import redact
+from thisme_stac.resto.client import redact, retry_after
 
 log = logging.getLogger(__name__)
 
@@ -170,21 +169,6 @@ def netrc_auth() -> NetrcAuth | None:
     """``$NETRC`` or ``~/.netrc`` when it exists."""
     path = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
     return NetrcAuth(path) if path.is_file() else None
-
-
-def retry_after(response: httpx.Response, cap: float) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta or HTTP date), at most ``cap``."""
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-    return min(max(seconds, 0.0), cap)
 
 
 def tune_httpcore_reads() -> bool:

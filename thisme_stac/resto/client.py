@@ -90,19 +90,19 @@ def _is_url(value: object) -> bool:
     return isinstance(value, str) and value.startswith(("http://", "https://"))
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
+def retry_after(response: httpx.Response, cap: float = MAX_RETRY_AFTER) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta or HTTP date), at most ``cap``."""
+    value = response.headers.get("Retry-After", "").strip()
     if not value:
         return None
     try:
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER)
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return min(max(when.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER)
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), cap)
 
 
 def token_expiry(token: str) -> float | None:
@@ -211,7 +211,7 @@ class RestoClient:
     # --- HTTP ----------------------------------------------------------------------------------
     def _sleep(self, attempt: int, response: httpx.Response | None) -> None:
         delay = random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
-        if response is not None and (after := _retry_after(response)) is not None:
+        if response is not None and (after := retry_after(response)) is not None:
             delay = max(delay, after)
         time.sleep(delay)
 
