@@ -8,6 +8,7 @@ not skip them), and expects the same results from both.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -413,3 +414,83 @@ def test_a_whole_catalogue_harvests_identically_into_both_stores(tmp_path: Path)
         finally:
             pg.close()
             lite.close()
+
+
+def test_pages_translated_in_a_child_process_store_the_same(
+    sim: SimulatorServer, stores: Stores
+) -> None:
+    """A harvest that hands its search over to a child process after the first page stores
+    exactly what a harvest in one process stores, with the same report."""
+    alone, shared = stores.new("alone"), stores.new("shared")
+    one = _harvest(sim.url, alone, page_size=40, child_min_items=None)
+    store = open_store(shared)
+    try:
+        with RestoClient(sim.url) as client:
+            harvester = Harvester(
+                client, store, page_size=40, child_min_items=1, wait_for_child=True
+            )
+            two = harvester.harvest(parse_urlq(SEED))
+    finally:
+        store.close()
+    assert harvester.translated_in_child
+    assert _store_items(shared) == _store_items(alone)
+    keys = ("fetched", "new", "updated", "unchanged", "skipped", "duplicates", "pages", "complete")
+    assert {k: getattr(two, k) for k in keys} == {k: getattr(one, k) for k in keys}
+    with RestoClient(sim.url) as client:
+        key = checkpoint_key(client.base_url, parse_urlq(SEED))
+    assert _checkpoint(alone, key) == _checkpoint(shared, key)
+
+
+def _checkpoint(store_url: str, key: str) -> str | None:
+    store = open_store(store_url, create=False)
+    try:
+        return store.get_checkpoint(key)
+    finally:
+        store.close()
+
+
+def test_child_process_errors_and_logs_reach_the_harvest(
+    stores: Stores, caplog: pytest.LogCaptureFixture
+) -> None:
+    """resto failing while a child process fetches: its retries are logged here, the harvest
+    stops with the same one-line error, keeps the committed pages, and a rerun resumes."""
+    from thisme_stac.simulator import Faults
+
+    catalogue = GeneratedCatalogue()
+    truth = set(catalogue.product_ids(site="Central-Italy"))
+    target = stores.new("fail")
+    with SimulatorServer(catalogue) as server:
+        store = open_store(target)
+        try:
+
+            def on_page(progress: object) -> None:
+                if getattr(progress, "pages", 0) >= 3 and not failing:  # the child pages now
+                    failing.append(True)
+                    server.inject(Faults.parse("5xx=1.0,seed=3"))
+
+            failing: list[bool] = []
+
+            with (
+                caplog.at_level("WARNING", logger="thisme_stac"),
+                RestoClient(server.url, retries=2, backoff=0.01) as client,
+            ):
+                harvester = Harvester(
+                    client, store, page_size=10, child_min_items=1, wait_for_child=True
+                )
+                report = harvester.harvest(parse_urlq(SEED), on_page=on_page)
+            kept = store.count_items()
+        finally:
+            store.close()
+        assert harvester.translated_in_child
+        assert not report.complete
+        assert report.error is not None
+        assert re.search(r"resto answered 5\d\d for http", report.error)
+        assert "retrying" in caplog.text  # the child's own log line, re-emitted here
+        assert 3 * 10 <= kept < len(truth)
+        assert kept % 10 == 0
+        server.inject(None)
+        rerun = _harvest(server.url, target, page_size=10, child_min_items=1)
+    assert rerun.resumed  # type: ignore[attr-defined]
+    assert rerun.complete  # type: ignore[attr-defined]
+    assert rerun.new == len(truth) - kept  # type: ignore[attr-defined]
+    assert set(_store_items(target)) == truth

@@ -270,6 +270,36 @@ def _committed(kind: str, url: str) -> int:
     return int(row[0]) if row else 0
 
 
+def _children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _still_running(pids: list[int], seconds: float) -> int:
+    """How many of ``pids`` are still running (not zombies) after waiting up to ``seconds``."""
+
+    def alive(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        return state != "Z"
+
+    deadline = time.monotonic() + seconds
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return sum(alive(p) for p in pids)
+
+
 @pytest.mark.parametrize("kind", STORES)
 def test_kill_9_at_random_moments_then_rerun_converges(kind: str, tmp_path: Path) -> None:
     """``kill -9`` of ``thisme-stac harvest`` at seeded random moments of the harvest; the
@@ -284,7 +314,7 @@ def test_kill_9_at_random_moments_then_rerun_converges(kind: str, tmp_path: Path
     rng = random.Random(f"kill-9-{kind}")
     page = PAGE if kind == "sqlite" else 2 * PAGE  # pgstac writes slower: fewer, larger pages
     outcomes: Counter[str] = Counter()
-    lost = duplicated = 0
+    lost = duplicated = orphans = 0
     with (
         SimulatorServer(catalogue) as sim,
         _store_url(kind, tmp_path, "reference") as reference_url,
@@ -298,6 +328,8 @@ def test_kill_9_at_random_moments_then_rerun_converges(kind: str, tmp_path: Path
             delay = rng.uniform(0, page_time)
             with _store_url(kind, tmp_path, f"killed{trial}") as url:
                 env = {**os.environ, "THISME_RESTO_URL": sim.url, "THISME_STORE": url}
+                # odd trials hand the search over to a child process after the first page
+                env["THISME_CHILD_MIN_ITEMS"] = "1" if trial % 2 else "0"
                 mark = len(sim.requests)
                 proc = subprocess.Popen(
                     [*HARVEST_CMD, "--page-size", str(page)],
@@ -317,7 +349,10 @@ def test_kill_9_at_random_moments_then_rerun_converges(kind: str, tmp_path: Path
                 time.sleep(delay)
                 killed = proc.poll() is None
                 if killed:
+                    children = _children(proc.pid)
                     os.kill(proc.pid, signal.SIGKILL)
+                    outcomes["killed with a child process"] += bool(children)
+                    orphans += _still_running(children, seconds=20)
                 proc.wait(timeout=60)
                 kept, state = _state(url, sim.url)
                 if not killed:
@@ -342,6 +377,8 @@ def test_kill_9_at_random_moments_then_rerun_converges(kind: str, tmp_path: Path
                 duplicated += kept + rerun["new"] - total
                 assert got == expected
     assert outcomes["killed mid-harvest"] >= KILL_TRIALS // 2, outcomes
+    assert outcomes["killed with a child process"] >= 1, outcomes
+    assert orphans == 0, "a page-translating child outlived its killed harvester"
     record(
         "harvest",
         f"kill -9 of thisme-stac harvest at random moments, then rerun ({kind}, {total} maps, "
@@ -349,5 +386,6 @@ def test_kill_9_at_random_moments_then_rerun_converges(kind: str, tmp_path: Path
         runs=KILL_TRIALS,
         lost=lost,
         duplicated=duplicated,
+        orphaned_children=orphans,
         **{k.replace(" ", "_"): v for k, v in outcomes.items()},
     )

@@ -157,6 +157,7 @@ def harvest(
                 collection_id=collection if urlq is not None else None,
                 page_size=page_size or settings.page_size,
                 license=settings.license,
+                child_min_items=settings.child_min_items or None,
             )
             report = harvester.harvest(query, since=since_dt, full=full, on_page=on_page)
         finally:

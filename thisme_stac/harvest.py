@@ -13,31 +13,33 @@ from __future__ import annotations
 
 import gc
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, cast
+from datetime import datetime, timedelta
+from typing import Any
 
 import orjson
 
-from thisme_stac.errors import RestoError, TranslationError
+from thisme_stac.errors import RestoError
+from thisme_stac.harvest_pages import (
+    CHILD_MIN_ITEMS,
+    TranslatedPage,
+    TranslatedPages,
+    parse_time,
+    prefetch,
+    resto_time,
+)
 from thisme_stac.resto.client import RestoClient
 from thisme_stac.resto.query import RestoQuery
 from thisme_stac.store.base import JSON, DeferredIndexes, Store, UpsertResult
 from thisme_stac.store.writer import PageWriter
 from thisme_stac.translate.collection import build_collection
-from thisme_stac.translate.item import feature_to_item_dict
 
 log = logging.getLogger("thisme_stac.harvest")
 
 MAX_REPORTED_ERRORS = 50
-#: ``updated`` values beyond now + this are not trusted as the incremental mark: one would stop
-#: every later incremental run from asking for anything
-FUTURE_TOLERANCE = timedelta(days=1)
 #: A first harvest of at least this many items (resto's announced total) builds indexes at the end.
 BULK_LOAD_ITEMS = 100_000
 
@@ -83,68 +85,9 @@ class PageProgress:
     total_hint: int | None
 
 
-_DONE = object()
-T = TypeVar("T")
-
-
-def prefetch(source: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """Iterate ``source`` in a background thread, ``depth`` items ahead (overlaps I/O with work).
-
-    Exceptions of the source are re-raised in the consumer; closing the consumer stops the thread
-    at its next item.
-    """
-    buffer: queue.Queue[object] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for element in source:
-                while not stop.is_set():
-                    try:
-                        buffer.put(element, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            buffer.put(_DONE)
-        except BaseException as err:  # handed to the consumer
-            buffer.put(err)
-
-    worker = threading.Thread(target=produce, name="thisme-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            element = buffer.get()
-            if element is _DONE:
-                return
-            if isinstance(element, BaseException):
-                raise element
-            yield cast(T, element)
-    finally:
-        stop.set()
-        worker.join(timeout=5)
-
-
 def checkpoint_key(resto_url: str, query: RestoQuery) -> str:
     """Checkpoint name of one (server, query) pair."""
     return f"harvest:{resto_url.rstrip('/')}:{query.key()}"
-
-
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _resto_time(value: datetime) -> str:
-    """Format for resto's date parameters (``YYYY-MM-DDTHH:MM:SS.ffffffZ``)."""
-    value = value.astimezone(UTC)
-    return f"{value.year:04d}-{value:%m-%dT%H:%M:%S.%fZ}"  # %Y does not pad years < 1000
 
 
 @contextmanager
@@ -163,6 +106,20 @@ def _fewer_collections() -> Iterator[None]:
     finally:
         gc.set_threshold(*threshold)
         gc.unfreeze()
+
+
+class _Remember:
+    """Notes on the harvester, however the run ends, whether a child process translated."""
+
+    def __init__(self, harvester: Harvester, pages: TranslatedPages) -> None:
+        self.harvester = harvester
+        self.pages = pages
+
+    def __enter__(self) -> None:
+        self.harvester.translated_in_child = False
+
+    def __exit__(self, *exc: object) -> None:
+        self.harvester.translated_in_child = self.pages.in_child
 
 
 class _FirstLoad:
@@ -206,13 +163,19 @@ class Harvester:
         page_size: int = 500,
         license: str = "other",
         bulk_load_items: int = BULK_LOAD_ITEMS,
+        child_min_items: int | None = CHILD_MIN_ITEMS,
+        wait_for_child: bool = False,
     ) -> None:
         self.client = client
+        self.child_min_items = child_min_items
+        self.wait_for_child = wait_for_child
         self.bulk_load_items = bulk_load_items
         self.store = store
         self.collection_id = collection_id
         self.page_size = page_size
         self.license = license
+        #: whether the last harvest's pages were translated in a child process
+        self.translated_in_child = False
 
     def harvest(
         self,
@@ -236,18 +199,25 @@ class Harvester:
             report.resumed = True
             log.info("resuming an interrupted harvest at %s", start_url)
         else:
-            mark = since if since is not None else (None if full else _parse_time(state.get("hwm")))
+            mark = since if since is not None else (None if full else parse_time(state.get("hwm")))
             if mark is not None:
                 if since is None:
                     mark += timedelta(microseconds=1)
-                extra["updated"] = _resto_time(mark)
+                extra["updated"] = resto_time(mark)
                 report.since = extra["updated"]
             state = {"next": None, "hwm": state.get("hwm"), "run_max": None}
 
         try:
             self._ensure_collection(collection, query)
-            pages = self.client.search_pages(
-                query, limit=self.page_size, start_url=start_url, extra_params=extra
+            pages = TranslatedPages(
+                self.client,
+                query,
+                collection,
+                limit=self.page_size,
+                start_url=start_url,
+                extra_params=extra,
+                child_min_items=self.child_min_items,
+                wait_for_child=self.wait_for_child,
             )
 
             def committed(result: UpsertResult, tags: list[tuple[int, int, int | None]]) -> None:
@@ -261,22 +231,20 @@ class Harvester:
                     on_page(PageProgress(number, report.fetched, total))
 
             with (
+                _Remember(self, pages),
                 _FirstLoad(self.store, self.bulk_load_items) as first_load,
                 PageWriter(self.store, key, committed) as writer,
                 _fewer_collections(),
             ):
                 try:
-                    for page in prefetch(pages):
+                    for page in prefetch(pages, on_close=pages.close):
                         report.pages += 1
                         if report.pages == 1 and not report.resumed:
                             first_load.consider(page.total_results)
-                        report.duplicates += page.duplicates
-                        self._reject(page.rejected, report)
-                        items = self._translate(page.features, collection, report, state)
+                        self._count(page, report, state)
                         state["next"] = page.next_url
-                        fetched = len(page.features) + len(page.rejected)
-                        tag = (report.pages, fetched, page.total_results)
-                        writer.add(items, orjson.dumps(state).decode(), tag)
+                        tag = (report.pages, page.fetched, page.total_results)
+                        writer.add(page.items, orjson.dumps(state).decode(), tag)
                 except RestoError:
                     writer.flush()  # the pages fetched before the error are kept
                     raise
@@ -288,8 +256,8 @@ class Harvester:
             log.error("harvest stopped: %s", err)
             return report
 
-        marks = [t for t in (_parse_time(state.get("hwm")), _parse_time(state.get("run_max"))) if t]
-        done = {"next": None, "hwm": _resto_time(max(marks)) if marks else None, "run_max": None}
+        marks = [t for t in (parse_time(state.get("hwm")), parse_time(state.get("run_max"))) if t]
+        done = {"next": None, "hwm": resto_time(max(marks)) if marks else None, "run_max": None}
         self.store.set_checkpoint(key, orjson.dumps(done).decode())
         report.complete = True
         report.seconds = time.perf_counter() - started
@@ -307,44 +275,16 @@ class Harvester:
         return value if isinstance(value, dict) else {}
 
     @staticmethod
-    def _reject(reasons: list[str], report: HarvestReport) -> None:
-        """Count entries of a page that were not features at all."""
-        for reason in reasons:
-            report.skipped += 1
-            if len(report.skipped_reasons) < MAX_REPORTED_ERRORS:
-                report.skipped_reasons.append(reason)
-            log.warning("skipped a feature: %s", reason)
-
-    def _translate(
-        self,
-        features: list[JSON],
-        collection: str,
-        report: HarvestReport,
-        state: dict[str, Any],
-    ) -> list[JSON]:
-        items: list[JSON] = []
-        run_max = _parse_time(state.get("run_max"))
-        horizon = datetime.now(UTC) + FUTURE_TOLERANCE
-        for feature in features:
-            try:
-                items.append(feature_to_item_dict(feature, collection_id=collection))
-            except TranslationError as err:
-                report.skipped += 1
-                if len(report.skipped_reasons) < MAX_REPORTED_ERRORS:
-                    report.skipped_reasons.append(str(err))
-                log.warning("skipped a feature: %s", err)
-                continue
-            props = feature.get("properties")
-            updated = _parse_time(props.get("updated")) if isinstance(props, dict) else None
-            if updated is not None and updated > horizon:
-                log.warning(
-                    "%s: updated %s is in the future, not a harvest mark", items[-1]["id"], updated
-                )
-            elif updated is not None and (run_max is None or updated > run_max):
-                run_max = updated
-        if run_max is not None:
-            state["run_max"] = _resto_time(run_max)
-        return items
+    def _count(page: TranslatedPage, report: HarvestReport, state: dict[str, Any]) -> None:
+        """Add a page's duplicates and skipped entries to the report, its newest date to state."""
+        report.duplicates += page.duplicates
+        report.skipped += len(page.skipped)
+        room = MAX_REPORTED_ERRORS - len(report.skipped_reasons)
+        report.skipped_reasons.extend(page.skipped[: max(room, 0)])
+        newest = parse_time(page.updated_max)
+        run_max = parse_time(state.get("run_max"))
+        if newest is not None and (run_max is None or newest > run_max):
+            state["run_max"] = resto_time(newest)
 
     def _ensure_collection(self, collection: str, query: RestoQuery) -> None:
         """Create the STAC collection from resto's description if the store lacks it."""

@@ -19,6 +19,9 @@ class ThismeSettings(BaseSettings):
     collection: str = DEFAULT_COLLECTION
     store: str = DEFAULT_STORE
     page_size: int = 500
+    #: a harvest announced with at least this many items fetches and translates its pages in a
+    #: child process, using a second core (0: never)
+    child_min_items: int = 5_000
     username: str | None = None
     password: SecretStr | None = None
     token: SecretStr | None = None

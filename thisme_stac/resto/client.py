@@ -7,7 +7,7 @@ import email.utils
 import logging
 import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -48,6 +48,18 @@ class _RecentKeys:
     def next_page(self) -> None:
         self._pages.append(set())
         del self._pages[: -self._limit]
+
+
+@dataclass(slots=True)
+class SearchCursor:
+    """Where a paged search stands (picklable): the next page's URL, the URLs already fetched
+    (loop detection) and the feature keys of the last pages (de-duplication)."""
+
+    limit: int
+    url: str | None = None
+    started: bool = False
+    visited: set[str] = field(default_factory=set)
+    seen: _RecentKeys = field(default_factory=lambda: _RecentKeys(DEDUP_PAGES))
 
 
 @dataclass(slots=True)
@@ -157,6 +169,8 @@ class RestoClient:
         self._password = password
         self._token: SecretStr | None = token
         self._token_exp = token_expiry(token.get_secret_value()) if token else None
+        self._timeout = timeout
+        self._own_transport = transport is None
         self._http = httpx.Client(
             timeout=timeout,
             follow_redirects=True,
@@ -175,6 +189,23 @@ class RestoClient:
 
     def close(self) -> None:
         self._http.close()
+
+    def twin_arguments(self) -> dict[str, Any] | None:
+        """Keyword arguments that make an equivalent client in another process (current token
+        included), or None when this one cannot be copied (it was given its own transport)."""
+        if not self._own_transport:
+            return None
+        return {
+            "base_url": self.base_url,
+            "username": self._username,
+            "password": self._password,
+            "token": self._token,
+            "flavour": self.flavour,
+            "timeout": self._timeout,
+            "retries": self.retries,
+            "backoff": self.backoff,
+            "max_backoff": self.max_backoff,
+        }
 
     # --- authentication ------------------------------------------------------------------------
     def auth_headers(self) -> dict[str, str]:
@@ -215,6 +246,17 @@ class RestoClient:
             delay = max(delay, after)
         time.sleep(delay)
 
+    def _get(
+        self, url: str, headers: dict[str, str], auth: httpx.Auth | None
+    ) -> tuple[httpx.Response, bytes]:
+        """GET a response and its body. A successful body is read into bytes the response does
+        not keep: httpx responses sit in a reference cycle with their stream, so a body kept in
+        ``response.content`` lives until a full garbage collection (hundreds of MB of pages)."""
+        with self._http.stream("GET", url, headers=headers, auth=auth) as response:
+            if response.is_success:
+                return response, b"".join(response.iter_bytes())
+            return response, response.read()
+
     def _get_json(
         self,
         url: str,
@@ -230,7 +272,7 @@ class RestoClient:
             headers = self.auth_headers() if authenticate else {}
             response: httpx.Response | None = None
             try:
-                response = self._http.get(url, headers=headers, auth=auth)
+                response, content = self._get(url, headers, auth)
             except httpx.InvalidURL as err:
                 raise RestoError(f"invalid resto URL {shown}: {err}", url=shown) from None
             except httpx.TransportError as err:
@@ -262,10 +304,10 @@ class RestoClient:
                     )
                 else:
                     try:
-                        return orjson.loads(response.content)
+                        return orjson.loads(content)
                     except orjson.JSONDecodeError:
                         if attempt + 1 >= self.retries:
-                            kind = "truncated JSON" if response.content[:1] in b"{[" else "non-JSON"
+                            kind = "truncated JSON" if content[:1] in b"{[" else "non-JSON"
                             raise RestoError(
                                 f"resto sent a {kind} body for {shown}", status=status, url=shown
                             ) from None
@@ -318,42 +360,47 @@ class RestoClient:
         limit: int = 500,
         start_url: str | None = None,
         extra_params: Mapping[str, str] | None = None,
-    ) -> Iterator[RestoPage]:
+        cursor: SearchCursor | None = None,
+    ) -> Generator[RestoPage, None, None]:
         """Follow ``next`` links from the first page (or ``start_url``) to the end.
 
         Stops on an empty page, a short page or a page without ``next``; never trusts
         ``totalResults``; drops features already seen on the last pages (by id and
-        productIdentifier).
+        productIdentifier). A ``cursor`` (new or handed over from another process) is kept up to
+        date before each page is yielded, so it always names the next page to fetch.
         """
         if not 1 <= limit <= 500:
             raise RestoError(f"page size must be within 1..500, got {limit}")
-        url = start_url or self._first_url(query, limit, extra_params or {})
-        seen = _RecentKeys(DEDUP_PAGES)
-        visited: set[str] = set()
-        while url:
-            if url in visited:
+        if cursor is None:
+            cursor = SearchCursor(limit)
+        if not cursor.started:
+            cursor.url = start_url or self._first_url(query, limit, extra_params or {})
+        first = not cursor.started and start_url is None
+        while cursor.url:
+            url = cursor.url
+            if url in cursor.visited:
                 raise RestoError(f"resto paging loops on {redact(url)}")
-            visited.add(url)
+            cursor.visited.add(url)
+            cursor.started = True
             try:
                 body = self._get_json(url)
             except RestoError as err:
-                first = len(visited) == 1 and start_url is None
                 if err.status != 404 or self.flavour != "auto" or not query.collection or not first:
                     raise
                 self.flavour = "2"  # resto 2 serves searches under /api/collections/{c}
                 url = self._first_url(query, limit, extra_params or {})
-                visited.add(url)
+                cursor.visited.add(url)
                 try:
                     body = self._get_json(url)
                 except RestoError:
                     self.flavour = "auto"
                     raise err from None
                 log.info("no resto 5 search route; using the resto 2 route")
-            page = self._page(body, url, seen)
+            first = False
+            page = self._page(body, url, cursor.seen)
+            last = page.raw_count == 0 or page.raw_count < cursor.limit or not page.next_url
+            cursor.url = None if last else page.next_url
             yield page
-            if page.raw_count == 0 or page.raw_count < limit or not page.next_url:
-                return
-            url = page.next_url
 
     def _page(self, body: Any, url: str, seen: _RecentKeys) -> RestoPage:
         if not isinstance(body, dict) or not isinstance(body.get("features"), list):
