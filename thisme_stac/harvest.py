@@ -33,7 +33,13 @@ from thisme_stac.harvest_pages import (
 )
 from thisme_stac.resto.client import RestoClient
 from thisme_stac.resto.query import RestoQuery
-from thisme_stac.store.base import JSON, DeferredIndexes, Store, UpsertResult
+from thisme_stac.store.base import (
+    JSON,
+    DeferredIndexes,
+    PreparedWrites,
+    Store,
+    UpsertResult,
+)
 from thisme_stac.store.writer import PageWriter
 from thisme_stac.translate.collection import build_collection
 
@@ -209,6 +215,7 @@ class Harvester:
 
         try:
             self._ensure_collection(collection, query)
+            prepare = self.store.prepare if isinstance(self.store, PreparedWrites) else None
             pages = TranslatedPages(
                 self.client,
                 query,
@@ -218,6 +225,7 @@ class Harvester:
                 extra_params=extra,
                 child_min_items=self.child_min_items,
                 wait_for_child=self.wait_for_child,
+                prepare=prepare,
             )
 
             def committed(result: UpsertResult, tags: list[tuple[int, int, int | None]]) -> None:
@@ -233,7 +241,7 @@ class Harvester:
             with (
                 _Remember(self, pages),
                 _FirstLoad(self.store, self.bulk_load_items) as first_load,
-                PageWriter(self.store, key, committed) as writer,
+                PageWriter(self.store, key, committed, prepared=prepare is not None) as writer,
                 _fewer_collections(),
             ):
                 try:

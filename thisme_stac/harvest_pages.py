@@ -31,7 +31,7 @@ from typing import IO, Any, TypeVar, cast
 
 import orjson
 
-from thisme_stac.errors import RestoError, TranslationError
+from thisme_stac.errors import RestoError, ThismeError, TranslationError
 from thisme_stac.resto.client import RestoClient, RestoPage, SearchCursor
 from thisme_stac.resto.query import RestoQuery
 from thisme_stac.store.base import JSON
@@ -54,7 +54,8 @@ CHILD_EXIT_SECONDS = 5.0
 class TranslatedPage:
     """One resto page as STAC items, with what the harvest report and checkpoint need."""
 
-    items: list[JSON]
+    #: STAC item dicts, or the rows the store's ``prepare`` made of them
+    items: list[Any]
     next_url: str | None
     total_results: int | None
     #: entries resto sent on the page after de-duplication (items + skipped)
@@ -177,8 +178,12 @@ class TranslatedPages:
         extra_params: dict[str, str] | None = None,
         child_min_items: int | None = CHILD_MIN_ITEMS,
         wait_for_child: bool = False,
+        prepare: Callable[[list[JSON]], list[Any]] | None = None,
     ) -> None:
+        """``prepare`` (a module-level function) turns each page's items into store rows,
+        in the child process when there is one."""
         self.client = client
+        self.prepare = prepare
         self.wait_for_child = wait_for_child
         self.query = query
         self.collection = collection
@@ -213,6 +218,8 @@ class TranslatedPages:
             try:
                 for number, page in enumerate(source, 1):
                     translated = translate_page(page, self.collection)
+                    if self.prepare is not None:
+                        translated.items = self.prepare(translated.items)
                     if number == 1 and translated.next_url is not None:
                         self._maybe_start_child(page.total_results)
                     yield translated
@@ -239,7 +246,7 @@ class TranslatedPages:
         if arguments is None:
             return
         try:
-            self._child = _Child(arguments, self.collection)
+            self._child = _Child(arguments, self.collection, self.prepare)
         except OSError as err:  # no processes left, or none allowed: stay in this one
             log.info("translating in this process (no child: %s)", err)
 
@@ -251,34 +258,52 @@ class TranslatedPages:
 
 
 class _Frames:
-    """Length-prefixed pickles over a pair of binary pipes (our own child only: trusted)."""
+    """Length-prefixed pickles over a pair of pipes (our own child only: trusted).
+
+    Plain ``os.read``/``os.write`` loops on the descriptors, each short read or write continued
+    where it stopped.
+    """
 
     HEADER = struct.Struct("<Q")
 
     def __init__(self, reader: IO[bytes], writer: IO[bytes]) -> None:
         self.reader = reader
         self.writer = writer
+        self._in = reader.fileno()
+        self._out = writer.fileno()
         self._send_lock = threading.Lock()
 
     def send(self, message: tuple[Any, ...]) -> None:
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        frame = memoryview(self.HEADER.pack(len(data)) + data)
         with self._send_lock:
-            self.writer.write(self.HEADER.pack(len(data)))
-            self.writer.write(data)
-            self.writer.flush()
+            while frame:
+                frame = frame[os.write(self._out, frame) :]
 
     def recv(self) -> tuple[Any, ...]:
         """The next message; EOFError when the other side is gone."""
-        header = self._exactly(self.HEADER.size)
-        body = self._exactly(self.HEADER.unpack(header)[0])
-        message: tuple[Any, ...] = pickle.loads(body)  # noqa: S301 - our own child's frames
+        (size,) = self.HEADER.unpack(self._exactly(self.HEADER.size))
+        message: tuple[Any, ...] = pickle.loads(self._exactly(size))  # noqa: S301 - our child's
         return message
 
-    def _exactly(self, size: int) -> bytes:
-        data = self.reader.read(size)
-        if data is None or len(data) != size:
-            raise EOFError("pipe closed")
+    def _exactly(self, size: int) -> bytearray:
+        data = bytearray(size)
+        view = memoryview(data)
+        got = 0
+        while got < size:
+            if _readv is not None:
+                count = _readv(self._in, [view[got:]])
+            else:  # no readv (Windows)
+                chunk = os.read(self._in, min(size - got, 1 << 20))
+                count = len(chunk)
+                view[got : got + count] = chunk
+            if count == 0:
+                raise EOFError("pipe closed")
+            got += count
         return data
+
+
+_readv = getattr(os, "readv", None)
 
 
 class _Child:
@@ -288,7 +313,12 @@ class _Child:
     Arguments, secrets included, travel through the pipe, never on the command line.
     """
 
-    def __init__(self, client_arguments: dict[str, Any], collection: str) -> None:
+    def __init__(
+        self,
+        client_arguments: dict[str, Any],
+        collection: str,
+        prepare: Callable[[list[JSON]], list[Any]] | None,
+    ) -> None:
         levels = {
             name: logging.getLogger(name).getEffectiveLevel()
             for name in ("", "thisme_stac", "httpx", "httpcore")
@@ -312,7 +342,7 @@ class _Child:
         self._dead = False
         self._lock = threading.Lock()
         try:
-            self._frames.send(("start", client_arguments, collection, levels))
+            self._frames.send(("start", client_arguments, collection, prepare, levels))
         except OSError:
             self.close()
             raise
@@ -323,8 +353,10 @@ class _Child:
         while not self._closed.is_set():
             try:
                 message = self._frames.recv()
-            except (EOFError, OSError, pickle.UnpicklingError):
+            except (EOFError, OSError):
                 message = ("eof",)
+            except Exception as err:  # an unreadable frame: the harvest stops, never hangs
+                message = ("crash", f"unreadable message from the child ({err})")
             while not self._closed.is_set():
                 try:
                     self._inbox.put(message, timeout=0.1)
@@ -360,17 +392,21 @@ class _Child:
                 try:
                     message = self._inbox.get(timeout=0.1)
                 except queue.Empty:
+                    if not self._reader.is_alive() and self._inbox.empty():
+                        raise RestoError("the page-translating process stopped answering") from None
                     continue
                 kind = message[0]
                 if kind == "page":
-                    meta, blob = message[1], message[2]
-                    yield TranslatedPage(items=orjson.loads(blob), **meta)
+                    meta, items, blob = message[1], message[2], message[3]
+                    yield TranslatedPage(items=orjson.loads(blob) if blob else items, **meta)
                 elif kind == "log":
                     _, level, name, text = message
                     logging.getLogger(name).log(level, "%s", text)
                 elif kind == "error":
                     _, text, status, url = message
                     raise RestoError(text, status=status, url=url)
+                elif kind == "failure":  # a ThismeError of prepare (a store refusing an item)
+                    raise message[1]
                 elif kind == "crash":
                     raise RestoError(f"translating pages failed: {message[1]}")
                 elif kind == "done":
@@ -425,7 +461,7 @@ def _child_main() -> None:
     frames = _Frames(sys.stdin.buffer, sys.stdout.buffer)
     sys.stdout = sys.stderr  # nothing else may write into the pipe
     try:
-        _, client_arguments, collection, levels = frames.recv()
+        _, client_arguments, collection, prepare, levels = frames.recv()
         from thisme_stac.resto.client import RedactUrls
 
         logging.getLogger().handlers[:] = [_ForwardLogs(frames)]
@@ -451,11 +487,20 @@ def _child_main() -> None:
                     "skipped": translated.skipped,
                     "updated_max": translated.updated_max,
                 }
-                frames.send(("page", meta, orjson.dumps(translated.items)))
+                if prepare is not None:  # rows pickle and unpickle far faster than JSON parses
+                    frames.send(("page", meta, prepare(translated.items), None))
+                else:
+                    frames.send(("page", meta, None, orjson.dumps(translated.items)))
         frames.send(("done",))
     except RestoError as err:
         with contextlib.suppress(OSError, ValueError):
             frames.send(("error", str(err), err.status, err.url))
+    except ThismeError as err:
+        try:
+            frames.send(("failure", err))
+        except (OSError, ValueError, pickle.PicklingError):
+            with contextlib.suppress(OSError, ValueError):
+                frames.send(("crash", f"{type(err).__name__}: {err}"))
     except (OSError, EOFError, ValueError):
         pass  # the parent went away or stopped us
     except Exception as err:  # reported to the parent as one line

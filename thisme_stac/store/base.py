@@ -6,7 +6,7 @@ shape), so that stores stay independent of pystac object graphs and can stream f
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -126,3 +126,20 @@ class DeferredIndexes(Protocol):
     def ensure_indexes(self) -> None:
         """Create whichever secondary indexes are missing."""
         ...
+
+
+@runtime_checkable
+class PreparedWrites(Protocol):
+    """Optional store capability: items become rows in a pure, picklable function (``prepare``,
+    a module-level function, so it can run in another process), then rows are written.
+
+    ``upsert_prepared(prepare(items))`` does what ``upsert_items(items)`` does; lists of rows
+    can be concatenated.
+    """
+
+    @property
+    def prepare(self) -> Callable[[list[JSON]], list[Any]]: ...
+
+    def upsert_prepared(
+        self, rows: list[Any], *, checkpoint: tuple[str, str] | None = None
+    ) -> UpsertResult: ...

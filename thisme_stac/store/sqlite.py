@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import shapely
@@ -175,6 +175,68 @@ def _interval(item: JSON) -> tuple[int, int]:
     start, end = time_span(item)
     first = to_micros(start)
     return first, first if end == start else to_micros(end)
+
+
+class ItemRow(NamedTuple):
+    """One item's columns, as ``prepare_rows`` computes them."""
+
+    collection: str
+    id: str
+    datetime: int
+    end_datetime: int
+    site: str | None
+    orbit_state: str | None
+    relative_orbit: int | None
+    platform: str | None
+    text: str
+    geometry: bytes
+    bounds: tuple[float, float, float, float]
+    hash: bytes
+    content: str
+    #: (field, value) of the collection summaries this item contributes to
+    summary: tuple[tuple[str, str | int], ...]
+
+
+def prepare_rows(items: list[JSON]) -> list[ItemRow]:
+    """Validate a batch and compute its columns; geometries are parsed in one shapely call."""
+    geoms = item_geometries(items)
+    wkbs = shapely.to_wkb(geoms) if geoms else []
+    bounds = shapely.bounds(geoms).tolist() if geoms else []
+    rows: list[ItemRow] = []
+    for item, wkb, box in zip(items, wkbs, bounds, strict=True):
+        start, end = _interval(item)
+        props = item.get("properties") or {}
+        raw = orjson.dumps(item)
+        words = [
+            *(props.get("keywords") or []),
+            props.get("title") or "",
+            props.get("description") or "",
+        ]
+        rel = props.get("sat:relative_orbit")
+        summary = tuple(
+            (name, value)
+            for name in SUMMARY_FIELDS
+            if isinstance(value := props.get(name), str | int) and not isinstance(value, bool)
+        )
+        rows.append(
+            ItemRow(
+                item["collection"],
+                item["id"],
+                start,
+                end,
+                props.get("thisme:site"),
+                props.get("sat:orbit_state"),
+                rel if isinstance(rel, int) else None,
+                props.get("platform"),
+                " | ".join(str(w) for w in words).lower(),
+                wkb,
+                (box[0], box[1], box[2], box[3]),
+                hashlib.blake2b(raw, digest_size=16).digest(),
+                raw.decode(),
+                summary,
+            )
+        )
+    return rows
 
 
 class SQLiteStore:
@@ -358,10 +420,18 @@ class SQLiteStore:
             )
 
     # --- items -------------------------------------------------------------------------------
+    #: items -> rows, pure and picklable (the harvester may run it in another process)
+    prepare = staticmethod(prepare_rows)
+
     def upsert_items(
         self, items: Iterable[JSON], *, checkpoint: tuple[str, str] | None = None
     ) -> UpsertResult:
-        rows = self._rows(list(items))
+        return self.upsert_prepared(prepare_rows(list(items)), checkpoint=checkpoint)
+
+    def upsert_prepared(
+        self, rows: list[ItemRow], *, checkpoint: tuple[str, str] | None = None
+    ) -> UpsertResult:
+        """``upsert_items`` of rows made by ``prepare``."""
         result = UpsertResult()
         with self._write() as conn:
             for start in range(0, len(rows), CHUNK):
@@ -371,50 +441,12 @@ class SQLiteStore:
                 self._set_checkpoint(conn, *checkpoint)
         return result
 
-    @staticmethod
-    def _rows(items: list[JSON]) -> list[dict[str, Any]]:
-        """Validate a batch and compute its columns; geometries are parsed in one shapely call."""
-        geoms = item_geometries(items)
-        wkbs = shapely.to_wkb(geoms) if geoms else []
-        bounds = shapely.bounds(geoms).tolist() if geoms else []
-        rows: list[dict[str, Any]] = []
-        for item, wkb, box in zip(items, wkbs, bounds, strict=True):
-            start, end = _interval(item)
-            props = item.get("properties") or {}
-            raw = orjson.dumps(item)
-            content = raw.decode()
-            words = [
-                *(props.get("keywords") or []),
-                props.get("title") or "",
-                props.get("description") or "",
-            ]
-            rel = props.get("sat:relative_orbit")
-            rows.append(
-                {
-                    "collection": item["collection"],
-                    "id": item["id"],
-                    "datetime": start,
-                    "end_datetime": end,
-                    "site": props.get("thisme:site"),
-                    "orbit_state": props.get("sat:orbit_state"),
-                    "relative_orbit": rel if isinstance(rel, int) else None,
-                    "platform": props.get("platform"),
-                    "text": " | ".join(str(w) for w in words).lower(),
-                    "geometry": wkb,
-                    "bounds": tuple(box),
-                    "hash": hashlib.blake2b(raw, digest_size=16).digest(),
-                    "content": content,
-                    "props": props,
-                }
-            )
-        return rows
-
     def _upsert_chunk(
-        self, conn: sqlite3.Connection, rows: list[dict[str, Any]], result: UpsertResult
+        self, conn: sqlite3.Connection, rows: list[ItemRow], result: UpsertResult
     ) -> None:
         existing: dict[tuple[str, str], tuple[int, bytes]] = {}
-        for collection in {r["collection"] for r in rows}:
-            ids = [r["id"] for r in rows if r["collection"] == collection]
+        for collection in {r.collection for r in rows}:
+            ids = [r.id for r in rows if r.collection == collection]
             marks = ",".join("?" * len(ids))
             for rid, item_id, digest in conn.execute(
                 f"SELECT rid, id, hash FROM items WHERE collection = ? AND id IN ({marks})",
@@ -428,35 +460,35 @@ class SQLiteStore:
         box_updates: list[tuple[Any, ...]] = []
         for row in rows:
             values = (
-                row["datetime"],
-                row["end_datetime"],
-                row["site"],
-                row["orbit_state"],
-                row["relative_orbit"],
-                row["platform"],
-                row["text"],
-                row["geometry"],
-                row["hash"],
-                row["content"],
+                row.datetime,
+                row.end_datetime,
+                row.site,
+                row.orbit_state,
+                row.relative_orbit,
+                row.platform,
+                row.text,
+                row.geometry,
+                row.hash,
+                row.content,
             )
-            minx, miny, maxx, maxy = row["bounds"]
-            key = (row["collection"], row["id"])
+            minx, miny, maxx, maxy = row.bounds
+            key = (row.collection, row.id)
             found = existing.get(key)
             if found is None:
-                inserts.append((next_rid, row["collection"], row["id"], *values))
+                inserts.append((next_rid, row.collection, row.id, *values))
                 boxes.append((next_rid, minx, maxx, miny, maxy, *_days(row)))
-                existing[key] = (next_rid, row["hash"])
+                existing[key] = (next_rid, row.hash)
                 next_rid += 1
                 result.new += 1
-                result.new_ids.append(row["id"])
-            elif found[1] == row["hash"]:
+                result.new_ids.append(row.id)
+            elif found[1] == row.hash:
                 result.unchanged += 1
             else:
                 updates.append((*values, found[0]))
                 box_updates.append((minx, maxx, miny, maxy, *_days(row), found[0]))
-                existing[key] = (found[0], row["hash"])
+                existing[key] = (found[0], row.hash)
                 result.updated += 1
-                result.updated_ids.append(row["id"])
+                result.updated_ids.append(row.id)
         conn.executemany(
             "INSERT INTO items (rid, collection, id, datetime, end_datetime, site, orbit_state, "
             "relative_orbit, platform, text, geometry, hash, content) "
@@ -475,30 +507,27 @@ class SQLiteStore:
         )
 
     @staticmethod
-    def _merge_extents(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
+    def _merge_extents(conn: sqlite3.Connection, rows: list[ItemRow]) -> None:
         by_collection: dict[str, list[float]] = {}
         values: set[tuple[str, str, Any]] = set()
         for row in rows:
-            minx, miny, maxx, maxy = row["bounds"]
-            ext = by_collection.get(row["collection"])
+            minx, miny, maxx, maxy = row.bounds
+            ext = by_collection.get(row.collection)
             if ext is None:
-                by_collection[row["collection"]] = [
+                by_collection[row.collection] = [
                     minx,
                     miny,
                     maxx,
                     maxy,
-                    row["datetime"],
-                    row["end_datetime"],
+                    row.datetime,
+                    row.end_datetime,
                 ]
             else:
                 ext[0], ext[1] = min(ext[0], minx), min(ext[1], miny)
                 ext[2], ext[3] = max(ext[2], maxx), max(ext[3], maxy)
-                ext[4], ext[5] = min(ext[4], row["datetime"]), max(ext[5], row["end_datetime"])
-            props = row["props"]
-            for field in SUMMARY_FIELDS:
-                value = props.get(field)
-                if isinstance(value, str | int) and not isinstance(value, bool):
-                    values.add((row["collection"], field, value))
+                ext[4], ext[5] = min(ext[4], row.datetime), max(ext[5], row.end_datetime)
+            for field, value in row.summary:
+                values.add((row.collection, field, value))
         summaries = {(c, f, orjson.dumps(v).decode()) for c, f, v in values}
         for collection, ext in by_collection.items():
             conn.execute(
@@ -723,8 +752,8 @@ def _after(keys: list[str], directions: list[str], last: list[Any]) -> tuple[str
     return "(" + " OR ".join(ors) + ")", params
 
 
-def _days(row: dict[str, Any]) -> tuple[float, float]:
-    return row["datetime"] / DAY_MICROS, row["end_datetime"] / DAY_MICROS
+def _days(row: ItemRow) -> tuple[float, float]:
+    return row.datetime / DAY_MICROS, row.end_datetime / DAY_MICROS
 
 
 def _migrate_1_to_2(conn: sqlite3.Connection) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from thisme_stac.errors import StoreError
-from thisme_stac.store.base import JSON, Store, UpsertResult
+from thisme_stac.store.base import PreparedWrites, Store, UpsertResult
 
 T = TypeVar("T")
 #: Upper bound of one transaction when pages arrive faster than the store commits them.
@@ -32,14 +32,19 @@ class PageWriter(Generic[T]):
         on_commit: Callable[[UpsertResult, list[T]], None],
         *,
         max_items: int = MAX_GROUP_ITEMS,
+        prepared: bool = False,
     ) -> None:
+        """``prepared``: pages hold rows of the store's ``prepare`` (``PreparedWrites``)."""
+        if prepared and not isinstance(store, PreparedWrites):
+            raise TypeError(f"{type(store).__name__} takes no prepared rows")
+        self.prepared = prepared
         self.store = store
         self.key = checkpoint_key
         self.on_commit = on_commit
         self.max_items = max_items
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="thisme-store")
         self._pending: Future[tuple[UpsertResult, list[T]]] | None = None
-        self._items: list[JSON] = []
+        self._items: list[Any] = []
         self._tags: list[T] = []
         self._checkpoint: str | None = None
         self._failed = False
@@ -50,8 +55,8 @@ class PageWriter(Generic[T]):
     def __exit__(self, *exc: object) -> None:
         self._pool.shutdown(wait=True)
 
-    def add(self, items: list[JSON], checkpoint: str, tag: T) -> None:
-        """Queue one page with the checkpoint to store after it."""
+    def add(self, items: list[Any], checkpoint: str, tag: T) -> None:
+        """Queue one page (items, or rows if ``prepared``) with the checkpoint to store after it."""
         self._refuse_after_failure()
         self._items.extend(items)
         self._tags.append(tag)
@@ -80,7 +85,11 @@ class PageWriter(Generic[T]):
         assert checkpoint is not None
 
         def write() -> tuple[UpsertResult, list[T]]:
-            return self.store.upsert_items(items, checkpoint=(self.key, checkpoint)), tags
+            marker = (self.key, checkpoint)
+            if self.prepared:
+                assert isinstance(self.store, PreparedWrites)
+                return self.store.upsert_prepared(items, checkpoint=marker), tags
+            return self.store.upsert_items(items, checkpoint=marker), tags
 
         self._pending = self._pool.submit(write)
 
