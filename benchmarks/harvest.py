@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -63,9 +64,10 @@ def worker(url: str, store: str, page_size: int) -> None:
     from thisme_stac.resto.query import parse_urlq
     from thisme_stac.store import open_store
 
+    sampler = _RssSampler()
     db = open_store(store)
     try:
-        with RestoClient(url) as client:
+        with RestoClient(url) as client, sampler:
             harvester = Harvester(client, db, page_size=page_size)
             report = harvester.harvest(parse_urlq("collection=SoilMoisture"))
     finally:
@@ -73,9 +75,53 @@ def worker(url: str, store: str, page_size: int) -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     child = resource.getrusage(resource.RUSAGE_CHILDREN)  # the page-translating process, if any
     cpu = usage.ru_utime + usage.ru_stime + child.ru_utime + child.ru_stime
-    rss = (usage.ru_maxrss + child.ru_maxrss) / 1024
+    # together at the same moment (Linux); elsewhere the sum of each process's own peak
+    rss = sampler.peak_mb or (usage.ru_maxrss + child.ru_maxrss) / 1024
     result = {**report.to_dict(), "peak_rss_mb": rss, "cpu": cpu}
     print(json.dumps({**result, "child": harvester.translated_in_child}))
+
+
+class _RssSampler:
+    """Peak of this process's RSS plus its children's, sampled every 20 ms (Linux /proc)."""
+
+    def __init__(self) -> None:
+        self.peak_mb = 0.0
+        self._stop = False
+        self._thread: Any = None
+
+    @staticmethod
+    def _rss_kb(pid: int | str) -> int:
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    def _sample(self) -> None:
+        me = os.getpid()
+        while not self._stop:
+            kids: list[str] = []
+            for task in Path(f"/proc/{me}/task").glob("*/children"):
+                kids += task.read_text().split()
+            total = self._rss_kb(me) + sum(self._rss_kb(k) for k in kids)
+            self.peak_mb = max(self.peak_mb, total / 1024)
+            time.sleep(0.02)
+
+    def __enter__(self) -> _RssSampler:
+        import threading
+
+        if Path("/proc/self/task").is_dir():
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop = True
+        if self._thread is not None:
+            self._thread.join()
 
 
 POSTGRES = os.environ.get("THISME_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")

