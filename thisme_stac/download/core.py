@@ -224,9 +224,13 @@ def _asyncio_reader(
     """The asyncio transport under a plain TCP stream and anyio's queue of bytes read from it.
 
     Private attributes of httpcore (its anyio stream) and anyio (transport and protocol of
-    its asyncio socket stream); None for anything else (TLS, trio, other versions).
+    its asyncio socket stream); None for anything else (TLS, trio, other versions), and on
+    other event loops than the selector loop: a paused transport must not read on (the
+    proactor loop of Windows keeps a read pending).
     tests/test_download_direct.py fails if the way vanishes.
     """
+    if not isinstance(asyncio.get_running_loop(), asyncio.SelectorEventLoop):
+        return None
     inner = getattr(stream, "_stream", None)
     transport = getattr(inner, "_transport", None)
     queue = getattr(getattr(inner, "_protocol", None), "read_queue", None)
