@@ -105,6 +105,7 @@ class FileServer:
         self.lock = threading.Lock()
         self.active = 0  # requests being answered now
         self.max_active = 0  # the most at once
+        self.connections = 0  # accepted so far
         self.httpd = _Server((host, port), _handler(self))
         self._thread: threading.Thread | None = None
 
@@ -185,6 +186,11 @@ def _handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
         server_version = "fileserver"
         sys_version = ""
         disable_nagle_algorithm = True  # headers and a small body: no 40 ms delayed-ACK stall
+
+        def setup(self) -> None:
+            super().setup()
+            with server.lock:
+                server.connections += 1
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
