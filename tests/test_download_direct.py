@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import signal
+import subprocess
+import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -15,6 +18,7 @@ from typing import Any
 
 import h11
 import httpx
+import orjson
 import pytest
 
 from thisme_stac.download import DownloadOptions, core, download_items
@@ -145,16 +149,19 @@ def test_a_started_body_is_not_taken_over() -> None:
         assert asyncio.run(decide(server.add("b.tif", size=BIG))) is None
 
 
-def test_the_chunked_fallback_downloads(tmp_path: Path) -> None:
+def test_the_usual_path_downloads_chunked_bodies_on_one_connection(tmp_path: Path) -> None:
     with FileServer() as server:
         server.add("c.tif", size=BIG, chunked=True)
-        result = download_items([_item(server, "c.tif")], _options(tmp_path))
-        assert result.count("downloaded") == 1, result.transfers[0].error
+        server.add("d.tif", size=1000, chunked=True)
+        items = [_item(server, "c.tif"), _item(server, "d.tif")]
+        result = download_items(items, _options(tmp_path, concurrency=1))
+        assert result.count("downloaded") == 2, [t.error for t in result.transfers]
         assert result.transfers[0].path.read_bytes() == content("c.tif", BIG)
+        assert server.connections == 1  # kept alive (a body read past h11 closes it)
 
 
 # --- every behaviour on the direct path ---------------------------------------------------------
-def test_direct_download_is_complete_and_the_connection_is_not_reused(
+def test_direct_download_is_complete_and_its_connection_is_not_reused(
     tmp_path: Path, taken: list[Any]
 ) -> None:
     with FileServer() as server:
@@ -170,6 +177,7 @@ def test_direct_download_is_complete_and_the_connection_is_not_reused(
             assert transfer.sha256 == hashlib.sha256(data).hexdigest()
         assert len(taken) == 2
         assert result.fetched_bytes == 6_000_000
+        assert server.connections == 2  # h11 still expected the first body: not reused
 
 
 def test_dropped_connection_resumes_where_it_stopped(tmp_path: Path, taken: list[Any]) -> None:
@@ -260,3 +268,35 @@ def test_cancelled_download_stops_writing_and_resumes(tmp_path: Path, taken: lis
         assert result.count("downloaded") == 1, result.transfers[0].error
         assert result.transfers[0].path.read_bytes() == content("k.tif", size)
         assert server.requests_for("k.tif")[-1].range == f"bytes={kept}-"
+
+
+def test_kill_9_mid_body_then_rerun_resumes_with_range(tmp_path: Path) -> None:
+    with FileServer() as server:
+        server.add("big.tif", size=BIG, throttle=8_000_000)
+        items = tmp_path / "items.json"
+        feature = _item(server, "big.tif")
+        items.write_bytes(orjson.dumps({"type": "FeatureCollection", "features": [feature]}))
+        dest = tmp_path / "out"
+        command = [sys.executable, "-m", "thisme_stac", "download", str(items), "--dest", str(dest)]
+        process = subprocess.Popen([*command, "--layout", "{id}/{filename}", "--quiet"])
+        part = dest / "big" / "big.tif.part"
+        deadline = time.monotonic() + 60
+        while not (part.exists() and part.stat().st_size >= 3 * core.BATCH):
+            assert time.monotonic() < deadline
+            assert process.poll() is None
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kept = part.stat().st_size
+        assert 0 < kept < BIG
+        server.files["big.tif"].throttle = None
+        again = subprocess.run(
+            [*command, "--layout", "{id}/{filename}", "--quiet"], capture_output=True, text=True
+        )
+        assert again.returncode == 0, again.stderr
+        final = dest / "big" / "big.tif"
+        digest = hashlib.sha256(final.read_bytes()).hexdigest()
+        assert digest == content_sha256("big.tif", BIG)
+        gets = server.requests_for("big.tif")
+        assert [g.range for g in gets] == [None, f"bytes={kept}-"]
+        assert gets[-1].sent == BIG - kept

@@ -52,7 +52,9 @@ log = logging.getLogger(__name__)
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 BATCH = 1 << 20  # bytes handed to the writer thread at once (two batches in memory per file)
 PROGRESS_STEP = 1 << 20
-DIRECT_MIN = 4 * BATCH  # bodies at least this long are read past h11 (direct_body)
+# bodies at least this long are read past h11 (direct_body); their connection is closed after,
+# so the next file pays a new connection (and TCP slow start): small next to 32 MiB
+DIRECT_MIN = 32 * BATCH
 MANIFEST = "manifest.json"
 ITEMS = "items.json"
 T = TypeVar("T")
