@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 BATCH = 1 << 20  # bytes handed to the writer thread at once (two batches in memory per file)
 PROGRESS_STEP = 1 << 20
+# Sink.pump's two receive buffers: a block is still in the CPU cache when written and hashed
+# (measured on loopback: 2 MiB beats 1 MiB by a tenth, 4 MiB loses half)
+BLOCK = 2 << 20
 # bodies at least this long are read past h11 (direct_body); their connection is closed after,
 # so the next file pays a new connection (and TCP slow start): small next to 32 MiB
 DIRECT_MIN = 32 * BATCH
@@ -477,12 +480,12 @@ class _Sink:
         handle = self._file()
         sock = body.socket.dup()  # a socket object of our own; the event loop's stays as it is
         sock.settimeout(body.timeout)  # never None or 0 (see direct_body)
-        buffers = (memoryview(bytearray(BATCH)), memoryview(bytearray(BATCH)))
+        buffers = (memoryview(bytearray(BLOCK)), memoryview(bytearray(BLOCK)))
         hashing: Future[None] | None = None
         left, index = body.left, 0
         try:
             while left > 0:
-                view = buffers[index][: min(BATCH, left)]
+                view = buffers[index][: min(BLOCK, left)]
                 index ^= 1
                 got, failure = _fill(sock, view, stop, body.request)
                 block = view[:got]
