@@ -81,8 +81,10 @@ def taken(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> li
 def test_h11_state_and_the_asyncio_reader_are_found() -> None:
     async def look(url: str) -> None:
         async with _streamed(url) as response:
-            state = core._h11_connection(response)
+            stream = response.extensions["network_stream"]
+            state = core._h11_connection(response, stream)
             assert isinstance(state, h11.Connection)
+            assert core._h11_connection(response, object()) is None  # another connection's
             assert state.their_state is h11.SEND_BODY
             reader = core._asyncio_reader(response.extensions["network_stream"])
             assert reader is not None

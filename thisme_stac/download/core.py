@@ -201,18 +201,18 @@ def tune_httpcore_reads() -> bool:
     return current == BATCH
 
 
-def _h11_connection(response: httpx.Response) -> h11.Connection | None:
-    """The h11 state of the HTTP/1.1 connection a streamed response is read from, or None.
+def _h11_connection(response: httpx.Response, stream: object) -> h11.Connection | None:
+    """The h11 state of the HTTP/1.1 connection of ``stream`` a response is read from, or None.
 
     Found through private attributes of httpx and httpcore (the response's stream wraps
-    httpcore's stream, which holds its connection); anything unexpected gives None.
-    tests/test_download_direct.py fails if the way vanishes.
+    httpcore's stream, which holds its connection, which holds the h11 state and ``stream``);
+    anything unexpected gives None. tests/test_download_direct.py fails if the way vanishes.
     """
     node: object = response.stream
     for _ in range(8):
         state = getattr(node, "_h11_state", None)
         if isinstance(state, h11.Connection):
-            return state
+            return state if getattr(node, "_network_stream", None) is stream else None
         for name in ("_stream", "_httpcore_stream", "_connection"):
             inner = getattr(node, name, None)
             if inner is not None:
@@ -297,8 +297,10 @@ def direct_body(response: httpx.Response, min_length: int | None = None) -> Dire
     if not text.isdigit() or int(text) < least or response.is_stream_consumed:
         return None
     stream = response.extensions.get("network_stream")
-    state = _h11_connection(response)
-    if not isinstance(stream, httpcore.AsyncNetworkStream) or state is None:
+    if not isinstance(stream, httpcore.AsyncNetworkStream):
+        return None
+    state = _h11_connection(response, stream)
+    if state is None:
         return None
     if state.their_state is not h11.SEND_BODY:
         return None
