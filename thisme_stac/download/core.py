@@ -480,7 +480,10 @@ class _Sink:
         assert body.socket is not None
         self._write(batch)
         handle = self._file()
-        sock = body.socket.dup()  # a socket object of our own; the event loop's stays as it is
+        try:  # a socket object of our own; the event loop's stays as it is
+            sock = body.socket.dup()
+        except OSError as err:  # out of file descriptors: a retry may find one
+            raise httpx.ReadError(f"cannot read the connection: {err}") from None
         sock.settimeout(body.timeout)  # never None or 0 (see direct_body)
         buffers = (memoryview(bytearray(BLOCK)), memoryview(bytearray(BLOCK)))
         hashing: Future[None] | None = None
