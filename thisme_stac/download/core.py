@@ -311,7 +311,7 @@ def direct_body(response: httpx.Response, min_length: int | None = None) -> Dire
     # event loop's socket shares
     reader = _asyncio_reader(stream) if timeout else None
     sock = stream.get_extra_info("socket") if reader is not None else None
-    if reader is not None and sock is not None:
+    if reader is not None and callable(getattr(sock, "dup", None)):
         transport, queue = reader
         transport.pause_reading()  # the socket is the worker thread's from now on
         buffered.extend(queue)  # read by the event loop after h11's buffer, before the rest
