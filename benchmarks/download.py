@@ -9,7 +9,9 @@
     so that neither pays for the other's page-cache writeback.
 
 Times are measured inside each worker process (interpreter start-up excluded; curl's
-whole run is timed). The file server runs in its own process.
+whole run is timed). The file server runs in its own process. For (2) the CPU seconds (user +
+system) per GiB of the downloader, of curl and of the file server are printed too (medians):
+the two cores are shared by client and server.
 
     python benchmarks/download.py            # full sizes
     python benchmarks/download.py --quick    # 40 files, 200 MB
@@ -23,6 +25,7 @@ import multiprocessing
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,6 +71,7 @@ def _items(base: str, names: list[str]) -> dict[str, Any]:
 def _worker(kind: str, items_path: str, dest: str, concurrency: int) -> None:
     """Run in a child process: print {seconds, rss_mb, bytes} as JSON."""
     features = orjson.loads(Path(items_path).read_bytes())["features"]
+    before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     if kind == "ours":
         from thisme_stac.download import DownloadOptions, download_items
@@ -89,8 +93,10 @@ def _worker(kind: str, items_path: str, dest: str, concurrency: int) -> None:
                         handle.write(chunk)
                         size += len(chunk)
     seconds = time.perf_counter() - started
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(orjson.dumps({"seconds": seconds, "rss_mb": rss, "bytes": size}).decode())
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    rss = usage.ru_maxrss / 1024  # KiB on Linux
+    cpu = usage.ru_utime - before.ru_utime + usage.ru_stime - before.ru_stime
+    print(orjson.dumps({"seconds": seconds, "rss_mb": rss, "bytes": size, "cpu": cpu}).decode())
 
 
 def _child(kind: str, items: Path, dest: Path, concurrency: int) -> dict[str, Any]:
@@ -108,6 +114,20 @@ def _sha(path: Path) -> str:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process so far; 0 where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _settle() -> None:
@@ -175,18 +195,25 @@ def main() -> None:
             # (else one pays for the other's writeback); best of ``--rounds`` for each
             curl_times: list[float] = []
             runs: list[dict[str, Any]] = []
+            curl_cpu: list[float] = []
+            served: dict[str, list[float]] = {"curl": [], "ours": []}  # server CPU per run
             curl_sha = ""
             for _ in range(args.rounds):
                 curl_path = work / "curl.tif"
                 _settle()
+                mine, theirs = _children_cpu(), _cpu(server.pid)
                 started = time.perf_counter()
                 curl = ["curl", "-s", "-o", str(curl_path), f"{base}/files/big.tif"]
                 subprocess.run(curl, check=True)
                 curl_times.append(time.perf_counter() - started)
+                curl_cpu.append(_children_cpu() - mine)
+                served["curl"].append(_cpu(server.pid) - theirs)
                 curl_sha = _sha(curl_path)
                 curl_path.unlink()
                 _settle()
+                theirs = _cpu(server.pid)
                 runs.append(_child("ours", items, work / "big", 1))
+                served["ours"].append(_cpu(server.pid) - theirs)
                 ours_file = next((work / "big").rglob("big.tif"))
                 assert _sha(ours_file) == curl_sha, "downloaded bytes differ from curl's"
                 shutil.rmtree(work / "big")
@@ -204,6 +231,14 @@ def main() -> None:
             )
             rss = f"{max(float(r['rss_mb']) for r in runs):.0f} MB"
             rows.append(("(2) downloader process peak RSS", "< 100 MB", rss, _load()))
+            gib = big / 2**30
+            cpu = (
+                f"ours {statistics.median(float(r['cpu']) for r in runs) / gib:.2f}, "
+                f"curl {statistics.median(curl_cpu) / gib:.2f}; server "
+                f"{statistics.median(served['ours']) / gib:.2f} / "
+                f"{statistics.median(served['curl']) / gib:.2f}"
+            )
+            rows.append(("(2) CPU s per GiB (server: for ours / for curl)", "", cpu, _load()))
     finally:
         server.kill()
     _table(rows)

@@ -80,7 +80,7 @@ class Digests:
         self.extra = self.sha if expected.code == 0x12 else expected.new_hash()
         self.all = [self.sha] if self.extra in (None, self.sha) else [self.sha, self.extra]
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | bytearray | memoryview) -> None:
         for digest in self.all:
             digest.update(data)
 

@@ -4,8 +4,8 @@ Serves files from a directory and generated files (deterministic bytes of any si
 in memory) under ``/files/<name>``, with HEAD, ``Range: bytes=N-[M]``, ``ETag`` and ``If-Range``.
 Every request is logged (method, path, Range, status, bytes sent). Switches, per file or for the
 whole server: latency per request, throttling, failing the next N requests (500, 429 with
-``Retry-After``), wrong bytes, a connection closed or stalled mid-body, ignored Range headers and
-an arbitrary ``Content-Disposition``.
+``Retry-After``), wrong bytes, a connection closed or stalled mid-body, ignored Range headers,
+chunked bodies, a ``Content-Encoding`` and an arbitrary ``Content-Disposition``.
 """
 
 from __future__ import annotations
@@ -74,6 +74,8 @@ class FileSpec:
     stall_after: int | None = None  # stop sending after N body bytes for ``stall_seconds`` (once)
     stall_seconds: float = 5.0
     ignore_range: bool = False  # answer 200 with the whole file to Range requests
+    chunked: bool = False  # Transfer-Encoding: chunked instead of Content-Length
+    content_encoding: str | None = None  # sent as Content-Encoding (the bytes stay as they are)
 
 
 @dataclass
@@ -103,6 +105,7 @@ class FileServer:
         self.lock = threading.Lock()
         self.active = 0  # requests being answered now
         self.max_active = 0  # the most at once
+        self.connections = 0  # accepted so far
         self.httpd = _Server((host, port), _handler(self))
         self._thread: threading.Thread | None = None
 
@@ -184,6 +187,11 @@ def _handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
         sys_version = ""
         disable_nagle_algorithm = True  # headers and a small body: no 40 ms delayed-ACK stall
 
+        def setup(self) -> None:
+            super().setup()
+            with server.lock:
+                server.connections += 1
+
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
@@ -254,6 +262,8 @@ def _handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
             headers = {"Accept-Ranges": "bytes", "ETag": etag, "Content-Type": "image/tiff"}
             if spec.content_disposition is not None:
                 headers["Content-Disposition"] = spec.content_disposition
+            if spec.content_encoding is not None:
+                headers["Content-Encoding"] = spec.content_encoding
             first, last, status = 0, size - 1, 200
             wanted = self.headers.get("Range")
             if_range = self.headers.get("If-Range")
@@ -271,7 +281,10 @@ def _handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
             self.send_response(status)
             for key, value in headers.items():
                 self.send_header(key, value)
-            self.send_header("Content-Length", str(last + 1 - first))
+            if spec.chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(last + 1 - first))
             self.end_headers()
             if head:
                 return
@@ -325,10 +338,15 @@ def _handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
                     return
                 if spec.wrong_bytes and sent == 0:
                     chunk = bytes(b ^ 0xFF for b in chunk[:64]) + bytes(chunk[64:])
-                self.wfile.write(chunk)
+                if spec.chunked:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                else:
+                    self.wfile.write(chunk)
                 position += len(chunk)
                 entry.sent += len(chunk)
                 if throttle:
                     time.sleep(len(chunk) / throttle)
+            if spec.chunked:
+                self.wfile.write(b"0\r\n\r\n")
 
     return Handler
