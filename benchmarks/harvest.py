@@ -1,6 +1,7 @@
 """Harvest benchmark: resto 5 simulator (own process) -> harvester (own process) -> SQLite|pgstac.
 
-Prints items/s and the harvester's peak RSS at ~20k and ~1M items beside the anchor
+Prints items/s and the harvester's peak RSS (its page-translating child included, sampled
+together) at ~20k and ~1M items beside the anchor
 (`pypgstac load` on this machine kind: 5,712-6,652 items/s). Target: >= 10,000 items/s end to end,
 peak RSS < 300 MB at 1M and flat as the catalogue grows.
 
@@ -339,7 +340,7 @@ def main() -> None:
         )
     print(
         "CPU columns: user+system seconds of each process during the harvest (the harvester's "
-        "include its start-up); the two processes share the machine's cores."
+        "include its start-up and its page-translating child); they share the machine's cores."
     )
     if writes:
         print()

@@ -114,20 +114,6 @@ def _fewer_collections() -> Iterator[None]:
         gc.unfreeze()
 
 
-class _Remember:
-    """Notes on the harvester, however the run ends, whether a child process translated."""
-
-    def __init__(self, harvester: Harvester, pages: TranslatedPages) -> None:
-        self.harvester = harvester
-        self.pages = pages
-
-    def __enter__(self) -> None:
-        self.harvester.translated_in_child = False
-
-    def __exit__(self, *exc: object) -> None:
-        self.harvester.translated_in_child = self.pages.in_child
-
-
 class _FirstLoad:
     """A first load of a large catalogue into an empty store: secondary indexes come at the end.
 
@@ -238,8 +224,8 @@ class Harvester:
                     number, _, total = tags[-1]
                     on_page(PageProgress(number, report.fetched, total))
 
+            self.translated_in_child = False
             with (
-                _Remember(self, pages),
                 _FirstLoad(self.store, self.bulk_load_items) as first_load,
                 PageWriter(self.store, key, committed, prepared=prepare is not None) as writer,
                 _fewer_collections(),
@@ -256,6 +242,8 @@ class Harvester:
                 except RestoError:
                     writer.flush()  # the pages fetched before the error are kept
                     raise
+                finally:
+                    self.translated_in_child = pages.in_child
                 writer.flush()
         except RestoError as err:
             report.error = str(err)

@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +32,7 @@ from pypgstac import __version__ as PYPGSTAC_VERSION
 
 from thisme_stac.errors import StoreError
 from thisme_stac.store.base import JSON, SearchPage, SearchRequest, SortField, UpsertResult
+from thisme_stac.store.bbox import bbox_boxes
 from thisme_stac.store.cql2sql import InvalidQuery, geometry_wkb
 from thisme_stac.store.freetext import cql2_free_text, free_text_terms
 from thisme_stac.store.paging import decode_token, encode_token, query_fingerprint
@@ -679,20 +680,6 @@ class PgstacStore:
 
 def _bbox(bbox: Sequence[float]) -> JSON:
     """A 2D or 3D bbox as a GeoJSON geometry; one crossing the antimeridian as two boxes."""
-    try:
-        box = [float(v) for v in bbox]
-    except (TypeError, ValueError):
-        raise InvalidQuery("bbox needs 4 or 6 numbers") from None
-    if len(box) not in (4, 6):
-        raise InvalidQuery("bbox needs 4 or 6 numbers")
-    half = len(box) // 2
-    west, south, east, north = box[0], box[1], box[half], box[half + 1]
-    if south > north:
-        raise InvalidQuery("bbox south is greater than north")
-    if west <= east:
-        geometry: Mapping[str, Any] = shapely.box(west, south, east, north).__geo_interface__
-    else:
-        geometry = shapely.MultiPolygon(
-            [shapely.box(west, south, 180.0, north), shapely.box(-180.0, south, east, north)]
-        ).__geo_interface__
-    return orjson.loads(orjson.dumps(geometry))  # type: ignore[no-any-return]
+    boxes = [shapely.box(*box) for box in bbox_boxes(bbox)]
+    geometry = boxes[0] if len(boxes) == 1 else shapely.MultiPolygon(boxes)
+    return orjson.loads(orjson.dumps(geometry.__geo_interface__))  # type: ignore[no-any-return]

@@ -21,6 +21,7 @@ from shapely.prepared import PreparedGeometry, prep
 from thisme_stac.errors import StoreError
 from thisme_stac.store.base import JSON, SearchPage, SearchRequest, SortField, UpsertResult
 from thisme_stac.store.batch import item_geometries, time_span
+from thisme_stac.store.bbox import bbox_boxes
 from thisme_stac.store.cql2sql import (
     EPOCH,
     InvalidQuery,
@@ -651,14 +652,6 @@ class SQLiteStore:
         spatial: list[str] = []
         spatial_params: list[Any] = []
         if request.bbox:
-            box = [float(v) for v in request.bbox]
-            if len(box) not in (4, 6):
-                raise InvalidQuery("bbox needs 4 or 6 numbers")
-            half = len(box) // 2
-            west, south, east, north = box[0], box[1], box[half], box[half + 1]
-            if south > north:
-                raise InvalidQuery("bbox south is greater than north")
-            parts = [(west, east)] if west <= east else [(west, 180.0), (-180.0, east)]
             # the tree's time axis narrows space and time at once; the exact datetime test
             # above and the exact geometry test below keep results exact
             t_lo, t_hi = -1e9, 1e9
@@ -668,7 +661,7 @@ class SQLiteStore:
                 if request.datetime[1] is not None:
                     t_hi = micros(request.datetime[1]) / DAY_MICROS
             ors = []
-            for lo, hi in parts:
+            for lo, south, hi, north in bbox_boxes(request.bbox):
                 wkb = bytes(shapely.box(lo, south, hi, north).wkb)
                 ors.append(
                     "(i.rid IN (SELECT id FROM items_rtree WHERE minx <= ? AND maxx >= ? "
