@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -9,10 +10,16 @@ import sys
 import threading
 import time
 import zlib
+from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
-from thisme_stac.harvest_pages import _Frames
+from thisme_stac.harvest_pages import _Frames, translate_page
+from thisme_stac.resto.client import RestoPage
+from thisme_stac.store.cql2sql import InvalidQuery
+from thisme_stac.store.sqlite import prepare_rows
 
 WRITER = """
 import os, random, sys, zlib
@@ -68,3 +75,37 @@ def test_frames_survive_a_child_stopped_and_continued_while_it_writes() -> None:
         os.kill(child.pid, signal.SIGCONT)
         child.wait(timeout=30)
     assert received == list(range(frames_sent))
+
+
+CAPTURED = Path(__file__).parent / "data/resto/resto5-captured/search_thisme_urlq_on_features.json"
+
+
+def _refusing(refused: str, items: list[dict[str, Any]]) -> list[Any]:
+    """A store's prepare that refuses one product."""
+    for item in items:
+        if item["id"] == refused:
+            raise InvalidQuery(f"item {item['id']!r} has an invalid geometry")
+    return prepare_rows(items)
+
+
+def test_an_item_the_store_refuses_is_skipped_not_the_page() -> None:
+    body = orjson.loads(CAPTURED.read_bytes())
+    features = body["features"]
+    page = RestoPage(
+        features=features,
+        url="http://127.0.0.1/features",
+        next_url=None,
+        total_results=len(features),
+        duplicates=0,
+        raw_count=len(features),
+        flavour="5",
+    )
+    refused = features[1]["properties"]["productIdentifier"]
+    translated = translate_page(page, "SoilMoisture", functools.partial(_refusing, refused))
+    assert [row.id for row in translated.items] == [
+        f["properties"]["productIdentifier"] for f in features if f is not features[1]
+    ]
+    assert translated.fetched == len(features)
+    assert len(translated.skipped) == 1
+    assert refused in translated.skipped[0]
+    assert "the store refuses it" in translated.skipped[0]

@@ -31,7 +31,7 @@ from typing import IO, Any, TypeVar, cast
 
 import orjson
 
-from thisme_stac.errors import RestoError, ThismeError, TranslationError
+from thisme_stac.errors import RestoError, StoreError, ThismeError, TranslationError
 from thisme_stac.resto.client import RestoClient, RestoPage, SearchCursor
 from thisme_stac.resto.query import RestoQuery
 from thisme_stac.store.base import JSON
@@ -166,7 +166,7 @@ def translate_page(
                 )
             elif updated is not None and (newest is None or updated > newest):
                 newest = updated
-        out += prepare(items) if prepare is not None else items
+        out += _prepared(prepare, items, skipped) if prepare is not None else items
     for reason in skipped:
         log.warning("skipped a feature: %s", reason)
     return TranslatedPage(
@@ -178,6 +178,22 @@ def translate_page(
         skipped=skipped,
         updated_max=resto_time(newest) if newest is not None else None,
     )
+
+
+def _prepared(
+    prepare: Callable[[list[JSON]], list[Any]], items: list[JSON], skipped: list[str]
+) -> list[Any]:
+    """Rows of ``items``; an item the store refuses is skipped and named, not the whole page."""
+    try:
+        return prepare(items)
+    except StoreError:
+        rows: list[Any] = []
+        for item in items:
+            try:
+                rows += prepare([item])
+            except StoreError as err:
+                skipped.append(f"{item.get('id')}: the store refuses it ({err})")
+        return rows
 
 
 class TranslatedPages:
