@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.downloading import kill_when_part_has
 from thisme_stac.download import Downloader, DownloadOptions, download_items
 from thisme_stac.download.layout import local_path, sanitise
 from thisme_stac.errors import ConfigError
@@ -169,14 +168,7 @@ def test_kill_9_then_rerun_resumes_with_range(tmp_path: Path) -> None:
             ],
         )
         part = dest / "SoilMoisture" / "Central-Italy" / "big" / "big.tif.part"
-        deadline = time.monotonic() + 60
-        while not (part.exists() and part.stat().st_size > 1_000_000):
-            assert time.monotonic() < deadline
-            assert process.poll() is None
-            time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        kept = part.stat().st_size
+        kept = kill_when_part_has(process, part, 1_000_001)
         assert 0 < kept < size
         assert not part.with_suffix("").exists()
         etag = part.with_name(part.name + ".etag").read_text()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import signal
 import subprocess
 import sys
 import time
@@ -21,21 +20,12 @@ import httpx
 import orjson
 import pytest
 
+from tests.downloading import file_item, kill_when_part_has
 from thisme_stac.download import DownloadOptions, core, download_items
 from thisme_stac.download.core import DirectBody, direct_body
 from thisme_stac.simulator.fileserver import FileServer, content, content_sha256
 
 BIG = core.DIRECT_MIN + 123_457  # read past h11 with the default threshold
-
-
-def _item(server: FileServer, name: str, *, declared: bool = True) -> dict[str, Any]:
-    size = server.files[name].size
-    asset: dict[str, Any] = {"href": server.file_url(name), "roles": ["data"]}
-    if declared:
-        asset["file:size"] = size
-        asset["file:checksum"] = "1220" + content_sha256(name, size)
-    stem = name.rsplit(".", 1)[0]
-    return {"type": "Feature", "id": stem, "properties": {}, "links": [], "assets": {"d": asset}}
 
 
 def _options(dest: Path, **extra: Any) -> DownloadOptions:
@@ -155,7 +145,7 @@ def test_the_usual_path_downloads_chunked_bodies_on_one_connection(tmp_path: Pat
     with FileServer() as server:
         server.add("c.tif", size=BIG, chunked=True)
         server.add("d.tif", size=1000, chunked=True)
-        items = [_item(server, "c.tif"), _item(server, "d.tif")]
+        items = [file_item(server, "c.tif"), file_item(server, "d.tif")]
         result = download_items(items, _options(tmp_path, concurrency=1))
         assert result.count("downloaded") == 2, [t.error for t in result.transfers]
         assert result.transfers[0].path.read_bytes() == content("c.tif", BIG)
@@ -169,7 +159,7 @@ def test_direct_download_is_complete_and_its_connection_is_not_reused(
     with FileServer() as server:
         for name in ("a.tif", "b.tif"):
             server.add(name, size=3_000_000 + len(taken))
-        items = [_item(server, "a.tif"), _item(server, "b.tif", declared=False)]
+        items = [file_item(server, "a.tif"), file_item(server, "b.tif", declared=False)]
         result = download_items(items, _options(tmp_path, concurrency=1))
         assert result.count("downloaded") == 2
         for transfer in result.transfers:
@@ -186,7 +176,7 @@ def test_dropped_connection_resumes_where_it_stopped(tmp_path: Path, taken: list
     with FileServer() as server:
         size = 3_000_000
         server.add("c.tif", size=size, close_after=1_234_567)
-        result = download_items([_item(server, "c.tif")], _options(tmp_path))
+        result = download_items([file_item(server, "c.tif")], _options(tmp_path))
         assert result.count("downloaded") == 1, result.transfers[0].error
         assert result.transfers[0].path.read_bytes() == content("c.tif", size)
         gets = server.requests_for("c.tif")
@@ -200,7 +190,7 @@ def test_stall_times_out_and_resumes(tmp_path: Path, taken: list[Any]) -> None:
         size = 2_000_000
         server.add("s.tif", size=size, stall_after=700_000, stall_seconds=3.0)
         started = time.monotonic()
-        result = download_items([_item(server, "s.tif")], _options(tmp_path, timeout=0.5))
+        result = download_items([file_item(server, "s.tif")], _options(tmp_path, timeout=0.5))
         assert result.count("downloaded") == 1, result.transfers[0].error
         assert time.monotonic() - started < 2.5  # the timeout, not the stall, ended the wait
         assert result.transfers[0].path.read_bytes() == content("s.tif", size)
@@ -212,7 +202,7 @@ def test_stall_times_out_and_resumes(tmp_path: Path, taken: list[Any]) -> None:
 def test_wrong_bytes_fail_and_are_not_kept(tmp_path: Path, taken: list[Any]) -> None:
     with FileServer() as server:
         server.add("w.tif", size=1_500_000)
-        item = _item(server, "w.tif")
+        item = file_item(server, "w.tif")
         server.files["w.tif"].wrong_bytes = True
         result = download_items([item], _options(tmp_path, retries=2))
         assert result.count("failed") == 1
@@ -227,7 +217,7 @@ def test_part_is_resumed_with_if_range_and_retry_after_is_honoured(
     with FileServer() as server:
         size = 2_500_000
         server.add("r.tif", size=size, close_after=1_000_000)
-        item = _item(server, "r.tif")
+        item = file_item(server, "r.tif")
         first = download_items([item], _options(tmp_path, retries=1))
         assert first.count("failed") == 1
         part = tmp_path / "r" / "r.tif.part"
@@ -258,7 +248,7 @@ def test_cancelled_download_stops_writing_and_resumes(tmp_path: Path, taken: lis
     with FileServer() as server:
         size = 3_000_000
         server.add("k.tif", size=size, throttle=2_000_000)
-        item = _item(server, "k.tif")
+        item = file_item(server, "k.tif")
         part = tmp_path / "k" / "k.tif.part"
         asyncio.run(cancel_midway(item, part))
         kept = part.stat().st_size
@@ -276,20 +266,13 @@ def test_kill_9_mid_body_then_rerun_resumes_with_range(tmp_path: Path) -> None:
     with FileServer() as server:
         server.add("big.tif", size=BIG, throttle=8_000_000)
         items = tmp_path / "items.json"
-        feature = _item(server, "big.tif")
+        feature = file_item(server, "big.tif")
         items.write_bytes(orjson.dumps({"type": "FeatureCollection", "features": [feature]}))
         dest = tmp_path / "out"
         command = [sys.executable, "-m", "thisme_stac", "download", str(items), "--dest", str(dest)]
         process = subprocess.Popen([*command, "--layout", "{id}/{filename}", "--quiet"])
         part = dest / "big" / "big.tif.part"
-        deadline = time.monotonic() + 60
-        while not (part.exists() and part.stat().st_size >= 3 * core.BATCH):
-            assert time.monotonic() < deadline
-            assert process.poll() is None
-            time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        kept = part.stat().st_size
+        kept = kill_when_part_has(process, part, 3 * core.BATCH)
         assert 0 < kept < BIG
         server.files["big.tif"].throttle = None
         again = subprocess.run(

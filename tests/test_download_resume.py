@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.downloading import file_item
 from thisme_stac.download import (
     DownloadOptions,
     NetrcAuth,
@@ -24,16 +25,6 @@ from thisme_stac.simulator import GeneratedCatalogue, SimulatorServer
 from thisme_stac.simulator.fileserver import FileServer, content, content_sha256
 
 LAYOUT = "{id}/{filename}"
-
-
-def _item(server: FileServer, name: str, *, declared: bool = True) -> dict[str, Any]:
-    size = server.files[name].size
-    asset: dict[str, Any] = {"href": server.file_url(name), "roles": ["data"]}
-    if declared:
-        asset["file:size"] = size
-        asset["file:checksum"] = "1220" + content_sha256(name, size)
-    stem = name.rsplit(".", 1)[0]
-    return {"type": "Feature", "id": stem, "properties": {}, "links": [], "assets": {"d": asset}}
 
 
 def _options(dest: Path, **extra: Any) -> DownloadOptions:
@@ -62,7 +53,7 @@ def test_resume_sends_if_range_and_restarts_when_the_file_changed(
         part.parent.mkdir(parents=True)
         part.write_bytes(content("r.tif", 123_456))
         part.with_name(part.name + ".etag").write_text('"v2"' if same_file else '"v1"')
-        result = download_items([_item(server, "r.tif")], _options(tmp_path))
+        result = download_items([file_item(server, "r.tif")], _options(tmp_path))
         assert result.count("downloaded") == 1, result.transfers[0].error
         assert part.with_suffix("").read_bytes() == content("r.tif", 500_000)
         assert not part.exists()
@@ -80,7 +71,7 @@ def test_server_ignoring_range_restarts_from_zero(tmp_path: Path) -> None:
         part = _part(tmp_path, "i.tif")
         part.parent.mkdir(parents=True)
         part.write_bytes(content("i.tif", 50_000))
-        result = download_items([_item(server, "i.tif")], _options(tmp_path))
+        result = download_items([file_item(server, "i.tif")], _options(tmp_path))
         assert result.count("downloaded") == 1
         assert part.with_suffix("").read_bytes() == content("i.tif", 200_000)
         assert [e.status for e in server.requests_for("i.tif")] == [200]
@@ -92,14 +83,14 @@ def test_a_complete_part_is_verified_and_kept_without_a_request(tmp_path: Path) 
         part = _part(tmp_path, "k.tif")
         part.parent.mkdir(parents=True)
         part.write_bytes(content("k.tif", 70_000))
-        result = download_items([_item(server, "k.tif")], _options(tmp_path))
+        result = download_items([file_item(server, "k.tif")], _options(tmp_path))
         assert result.count("downloaded") == 1
         assert not server.log
         assert part.with_suffix("").read_bytes() == content("k.tif", 70_000)
         # a wrong .part of the right size is thrown away and fetched again
         part.with_suffix("").unlink()
         part.write_bytes(b"x" * 70_000)
-        result = download_items([_item(server, "k.tif")], _options(tmp_path))
+        result = download_items([file_item(server, "k.tif")], _options(tmp_path))
         assert result.count("downloaded") == 1
         assert [e.range for e in server.requests_for("k.tif")] == [None]
         assert part.with_suffix("").read_bytes() == content("k.tif", 70_000)
@@ -108,7 +99,7 @@ def test_a_complete_part_is_verified_and_kept_without_a_request(tmp_path: Path) 
 def test_same_size_damage_is_caught_by_the_manifest(tmp_path: Path) -> None:
     with FileServer() as server:
         server.add("m.tif", size=30_000)
-        item = _item(server, "m.tif", declared=False)
+        item = file_item(server, "m.tif", declared=False)
         first = download_items([item], _options(tmp_path))
         path = first.transfers[0].path
         assert download_items([item], _options(tmp_path)).count("skipped") == 1
@@ -122,7 +113,7 @@ def test_retry_after_is_honoured(tmp_path: Path) -> None:
     with FileServer() as server:
         server.add("t.tif", size=10_000, fail=[429], retry_after="1")
         started = time.monotonic()
-        result = download_items([_item(server, "t.tif")], _options(tmp_path))
+        result = download_items([file_item(server, "t.tif")], _options(tmp_path))
         assert result.count("downloaded") == 1
         assert time.monotonic() - started >= 1.0
         assert [e.status for e in server.requests_for("t.tif")] == [429, 200]
@@ -133,11 +124,11 @@ def test_server_wide_failures_and_giving_up(tmp_path: Path) -> None:
         server.add("a.tif", size=10_000)
         server.add("b.tif", size=10_000)
         server.fail_next(3, 503)
-        items = [_item(server, "a.tif"), _item(server, "b.tif")]
+        items = [file_item(server, "a.tif"), file_item(server, "b.tif")]
         result = download_items(items, _options(tmp_path, concurrency=1))
         assert result.count("downloaded") == 2
         server.add("c.tif", size=10_000, fail=[500] * 5)
-        result = download_items([_item(server, "c.tif")], _options(tmp_path, retries=3))
+        result = download_items([file_item(server, "c.tif")], _options(tmp_path, retries=3))
         (transfer,) = result.failed
         assert transfer.error == "server answered 500"
         assert len(server.requests_for("c.tif")) == 3
@@ -153,7 +144,7 @@ def test_concurrency_and_per_host_limits(
         for name in names:
             server.add(name, size=1000, latency=0.15)
         limits = {"concurrency": concurrency, "per_host": per_host} if concurrency else {}
-        result = download_items([_item(server, n) for n in names], _options(tmp_path, **limits))
+        result = download_items([file_item(server, n) for n in names], _options(tmp_path, **limits))
         assert result.count("downloaded") == 10
         assert server.max_active == seen
 
@@ -192,7 +183,7 @@ def test_progress_hooks_add_up_across_resume_retry_and_skip(tmp_path: Path) -> N
         server.add("p1.tif", size=3_000_000, close_after=1_500_000)
         server.add("p2.tif", size=2_000_000)
         server.add("p3.tif", size=100_000)
-        items = [_item(server, n) for n in ("p1.tif", "p2.tif", "p3.tif")]
+        items = [file_item(server, n) for n in ("p1.tif", "p2.tif", "p3.tif")]
         part = _part(tmp_path, "p2.tif")
         part.parent.mkdir(parents=True)
         part.write_bytes(content("p2.tif", 700_000))
@@ -212,7 +203,7 @@ def test_progress_total_is_completed_when_sizes_arrive(tmp_path: Path) -> None:
     with FileServer() as server:
         server.add("u1.tif", size=1000)
         server.add("u2.tif", size=2000)
-        items = [_item(server, "u1.tif", declared=False), _item(server, "u2.tif")]
+        items = [file_item(server, "u1.tif", declared=False), file_item(server, "u2.tif")]
         hooks = Counting()
         download_items(items, _options(tmp_path), progress=hooks)
         assert hooks.total is None
@@ -224,7 +215,7 @@ def test_dry_run_sizes_with_head_and_writes_nothing(tmp_path: Path) -> None:
     with FileServer() as server:
         server.add("h1.tif", size=12_345)
         server.add("h2.tif", size=999)
-        items = [_item(server, "h1.tif", declared=False), _item(server, "h2.tif")]
+        items = [file_item(server, "h1.tif", declared=False), file_item(server, "h2.tif")]
         result = download_items(items, _options(tmp_path / "d", dry_run=True))
         assert [t.size for t in result.transfers] == [12_345, 999]
         assert result.total_bytes == 13_344
@@ -237,7 +228,7 @@ def test_content_disposition_cannot_choose_the_path(tmp_path: Path) -> None:
     with FileServer() as server:
         server.add("cd.tif", size=5000, content_disposition='attachment; filename="../../x"')
         dest = tmp_path / "a" / "b"
-        result = download_items([_item(server, "cd.tif")], _options(dest))
+        result = download_items([file_item(server, "cd.tif")], _options(dest))
         assert result.count("downloaded") == 1
         assert result.transfers[0].path == (dest / "cd" / "cd.tif").resolve()
         assert not (tmp_path / "x").exists()
@@ -340,6 +331,9 @@ def test_output_files_left_by_a_killed_run_are_removed(tmp_path: Path) -> None:
         server.add("o.tif", size=1000)
         stale = tmp_path / ".manifest.json.12345.tmp"
         stale.write_bytes(b"[")
-        assert download_items([_item(server, "o.tif")], _options(tmp_path)).count("downloaded") == 1
+        assert (
+            download_items([file_item(server, "o.tif")], _options(tmp_path)).count("downloaded")
+            == 1
+        )
         assert not stale.exists()
         assert sorted(p.name for p in tmp_path.iterdir()) == ["items.json", "manifest.json", "o"]
