@@ -188,7 +188,7 @@ def tune_httpcore_reads() -> bool:
     Bulk bodies then cost far fewer passes through httpcore, h11 and anyio (measured on
     loopback: about a fifth less CPU per gigabyte). A class-level knob of httpcore's async
     HTTP/1.1 connection, so it is applied only while it still has its known default;
-    tests/test_download_units.py fails if it vanishes or stops taking effect.
+    tests/test_download_resume.py fails if it vanishes or stops taking effect.
     """
     try:
         from httpcore._async.http11 import AsyncHTTP11Connection
