@@ -298,7 +298,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="Runs per size (all are printed).")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument(
-        "--write-repeat", type=int, default=3, help="pgstac write / pypgstac load pairs (medians)"
+        "--write-repeat",
+        type=int,
+        default=3,
+        help="pgstac write / pypgstac load pairs (medians); 0 skips them",
     )
     parser.add_argument("--worker", nargs=3, metavar=("URL", "STORE", "PAGE_SIZE"))
     parser.add_argument("--write-worker", nargs=4, metavar=("KIND", "URL", "NDJSON", "PAGE_SIZE"))
@@ -320,6 +323,8 @@ def main() -> None:
     ]
     writes = []
     for row in rows:
+        if args.write_repeat < 1:
+            break
         if row["store"] == "pgstac" and all(w["size"] != row["size"] for w in writes):
             ndjson = workdir / f"items-{row['size']}.ndjson"
             export_ndjson(str(row["store_url"]), ndjson)
