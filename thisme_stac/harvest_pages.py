@@ -5,7 +5,8 @@ one process runs Python on one core at a time. A harvest that resto announces as
 moves the fetching and translating into a child process after its first page: the child starts
 while this process goes on fetching, and takes over the search (its cursor: next URL, visited
 URLs, recently seen ids) at the first page boundary after it is ready, so its start-up costs no
-waiting. Pages come back in order as JSON; errors come back as the same ``RestoError``; the
+waiting. Pages come back in order, as the store's rows when it prepares them (``PreparedWrites``)
+and as JSON otherwise; errors come back as the same ``RestoError`` (or the store's error); the
 child's log records are re-emitted here. The child ends with the search, when it is closed, and
 on its own when this process dies (its pipes break).
 """
@@ -63,7 +64,7 @@ class TranslatedPage:
     #: entries resto sent on the page after de-duplication (items + skipped)
     fetched: int
     duplicates: int
-    #: why entries were skipped (not features, or not translatable), one line each
+    #: why entries were skipped (not features, not translatable, refused by the store), one each
     skipped: list[str] = field(default_factory=list)
     #: largest trusted ``updated`` of the page's items (ISO 8601), for the incremental mark
     updated_max: str | None = None
