@@ -55,3 +55,22 @@ def time_span(item: JSON) -> tuple[str, str]:
     if not isinstance(start, str) or not isinstance(end, str):
         raise InvalidQuery(f"item {item.get('id')!r} has no datetime")
     return start, end
+
+
+def grow_extent(
+    extents: dict[str, list[Any]],
+    collection: str,
+    bounds: tuple[float, float, float, float],
+    start: Any,
+    end: Any,
+) -> None:
+    """Grow ``extents[collection]`` = [minx, miny, maxx, maxy, start, end] to take one item in
+    (times of any comparable kind: the stores keep microseconds or datetimes)."""
+    minx, miny, maxx, maxy = bounds
+    ext = extents.get(collection)
+    if ext is None:
+        extents[collection] = [minx, miny, maxx, maxy, start, end]
+        return
+    ext[0], ext[1] = min(ext[0], minx), min(ext[1], miny)
+    ext[2], ext[3] = max(ext[2], maxx), max(ext[3], maxy)
+    ext[4], ext[5] = min(ext[4], start), max(ext[5], end)

@@ -23,7 +23,7 @@ from hydraters import dehydrate
 from psycopg import sql
 
 from thisme_stac.store.base import JSON, UpsertResult
-from thisme_stac.store.batch import item_geometries, item_key, time_span
+from thisme_stac.store.batch import grow_extent, item_geometries, item_key, time_span
 from thisme_stac.store.cql2sql import InvalidQuery
 
 #: The schema holding what pgstac has no place for; pgstac's own objects stay in ``pgstac``.
@@ -357,14 +357,7 @@ def _merge_extents(
     extents: dict[str, list[Any]] = {}
     found: set[tuple[str, str, Any]] = set()
     for row in rows:
-        minx, miny, maxx, maxy = row.bounds
-        ext = extents.get(row.collection)
-        if ext is None:
-            extents[row.collection] = [minx, miny, maxx, maxy, row.start, row.end]
-        else:
-            ext[0], ext[1] = min(ext[0], minx), min(ext[1], miny)
-            ext[2], ext[3] = max(ext[2], maxx), max(ext[3], maxy)
-            ext[4], ext[5] = min(ext[4], row.start), max(ext[5], row.end)
+        grow_extent(extents, row.collection, row.bounds, row.start, row.end)
         props, cid = row.item.get("properties") or {}, row.collection
         found.update((cid, f, props.get(f)) for f in SUMMARY_FIELDS)
     new_summaries = sorted(

@@ -20,7 +20,7 @@ from shapely.prepared import PreparedGeometry, prep
 
 from thisme_stac.errors import StoreError
 from thisme_stac.store.base import JSON, SearchPage, SearchRequest, SortField, UpsertResult
-from thisme_stac.store.batch import item_geometries, time_span
+from thisme_stac.store.batch import grow_extent, item_geometries, time_span
 from thisme_stac.store.bbox import bbox_boxes
 from thisme_stac.store.cql2sql import (
     EPOCH,
@@ -509,24 +509,10 @@ class SQLiteStore:
 
     @staticmethod
     def _merge_extents(conn: sqlite3.Connection, rows: list[ItemRow]) -> None:
-        by_collection: dict[str, list[float]] = {}
+        by_collection: dict[str, list[Any]] = {}
         values: set[tuple[str, str, Any]] = set()
         for row in rows:
-            minx, miny, maxx, maxy = row.bounds
-            ext = by_collection.get(row.collection)
-            if ext is None:
-                by_collection[row.collection] = [
-                    minx,
-                    miny,
-                    maxx,
-                    maxy,
-                    row.datetime,
-                    row.end_datetime,
-                ]
-            else:
-                ext[0], ext[1] = min(ext[0], minx), min(ext[1], miny)
-                ext[2], ext[3] = max(ext[2], maxx), max(ext[3], maxy)
-                ext[4], ext[5] = min(ext[4], row.datetime), max(ext[5], row.end_datetime)
+            grow_extent(by_collection, row.collection, row.bounds, row.datetime, row.end_datetime)
             for field, value in row.summary:
                 values.add((row.collection, field, value))
         summaries = {(c, f, orjson.dumps(v).decode()) for c, f, v in values}
