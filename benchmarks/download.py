@@ -8,8 +8,8 @@
     curl and the downloader alternate (``--rounds``, best of each), each run after ``sync``
     so that neither pays for the other's page-cache writeback.
 
-Times are measured inside each worker process (interpreter start-up excluded; curl's
-whole run is timed). The file server runs in its own process. For (2) the CPU seconds (user +
+Times are measured inside each worker process (interpreter start-up and imports excluded;
+curl's whole run is timed). The file server runs in its own process. For (2) the CPU seconds (user +
 system) per GiB of the downloader, of curl and of the file server are printed too (medians):
 the two cores are shared by client and server.
 
@@ -70,12 +70,12 @@ def _items(base: str, names: list[str]) -> dict[str, Any]:
 
 def _worker(kind: str, items_path: str, dest: str, concurrency: int) -> None:
     """Run in a child process: print {seconds, rss_mb, bytes} as JSON."""
+    from thisme_stac.download import DownloadOptions, download_items
+
     features = orjson.loads(Path(items_path).read_bytes())["features"]
     before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     if kind == "ours":
-        from thisme_stac.download import DownloadOptions, download_items
-
         options = DownloadOptions(dest=Path(dest), concurrency=concurrency, per_host=concurrency)
         result = download_items(features, options)
         if result.failed:
