@@ -378,15 +378,9 @@ def _merge_extents(
     touched = {cid for cid, _, _ in new_summaries}
     for cid, ext in sorted(extents.items()):
         stored = collections[cid].extent
-        if stored is not None:
-            ext = [
-                min(stored[0], ext[0]),
-                min(stored[1], ext[1]),
-                max(stored[2], ext[2]),
-                max(stored[3], ext[3]),
-                min(stored[4], ext[4]),
-                max(stored[5], ext[5]),
-            ]
+        if stored is not None:  # grows ``ext`` (it is ``extents[cid]``) by the stored extent
+            minx, miny, maxx, maxy, start, end = stored
+            grow_extent(extents, cid, (minx, miny, maxx, maxy), start, end)
         merged: Extent = tuple(ext)
         if merged == stored:
             continue
